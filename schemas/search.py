@@ -1,0 +1,98 @@
+"""Search request and reply, sent over Kafka with a correlation id and a reply topic."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from schemas._base import SCHEMA_VERSION, Contract
+from schemas.product import MAX_INLINE_IMAGE_BYTES
+
+__all__ = [
+    "MAX_TOP_K",
+    "Scenario",
+    "SearchError",
+    "SearchFilters",
+    "SearchReply",
+    "SearchRequest",
+    "SearchResult",
+]
+
+MAX_TOP_K = 200
+
+Scenario = Literal["auto", "image2image", "text2image", "text2product", "cross"]
+"""auto: image2image for a photo alone, text2product for words alone, cross for both."""
+
+
+class SearchFilters(Contract):
+    category: str | None = Field(default=None, description="matches any level of the path")
+    brand: str | None = None
+    price_min: float | None = Field(default=None, ge=0)
+    price_max: float | None = Field(default=None, ge=0)
+    in_stock: bool | None = None
+    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class SearchRequest(Contract):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: str = Field(min_length=1, max_length=128)
+    reply_topic: str | None = Field(default=None, min_length=1, max_length=249)
+    text: str | None = Field(default=None, max_length=1024)
+    image_base64: str | None = Field(default=None, max_length=MAX_INLINE_IMAGE_BYTES)
+    image_url: str | None = Field(default=None, max_length=2048)
+    user_id: str | None = Field(default=None, max_length=256)
+    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
+    offset: int = Field(default=0, ge=0, le=1000)
+    filters: SearchFilters | None = None
+    scenario: Scenario = "auto"
+    explain: bool = False
+
+    @model_validator(mode="after")
+    def _has_query(self) -> SearchRequest:
+        if not (self.text and self.text.strip()) and not self.image_base64 and not self.image_url:
+            raise ValueError("a search needs text, an image, or both")
+        if self.image_base64 and self.image_url:
+            raise ValueError("give the image inline or by URL, not both")
+        return self
+
+    @property
+    def has_image(self) -> bool:
+        return bool(self.image_base64 or self.image_url)
+
+    def resolved_scenario(self) -> Scenario:
+        if self.scenario != "auto":
+            return self.scenario
+        has_text = bool(self.text and self.text.strip())
+        if self.has_image and has_text:
+            return "cross"
+        return "image2image" if self.has_image else "text2product"
+
+
+class SearchResult(Contract):
+    product_id: str
+    score: float
+    rank: int = Field(ge=1)
+    title: str = ""
+    brand: str | None = None
+    category_path: list[str] = Field(default_factory=list)
+    price: float | None = None
+    currency: str | None = None
+    image_url: str | None = None
+    version: int | None = None
+    explanation: dict[str, Any] | None = None
+
+
+class SearchError(Contract):
+    kind: Literal["invalid_request", "unsupported", "internal", "timeout"]
+    message: str
+
+
+class SearchReply(Contract):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: str
+    scenario: Scenario | None = None
+    results: list[SearchResult] = Field(default_factory=list)
+    took_ms: float = 0.0
+    truncated: bool = False
+    error: SearchError | None = None

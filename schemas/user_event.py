@@ -1,0 +1,42 @@
+"""What a user did with a product, as the click trackers report it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from schemas._base import SCHEMA_VERSION, Contract, UtcDatetime
+
+__all__ = ["EventContext", "EventType", "ForgetUser", "UserEvent"]
+
+EventType = Literal["view", "click", "add_to_cart", "remove_from_cart", "wishlist", "purchase"]
+
+
+class EventContext(Contract):
+    query_id: str | None = Field(default=None, max_length=128)
+    scenario: str | None = Field(default=None, max_length=32)
+    position: int | None = Field(default=None, ge=0)
+
+
+class UserEvent(Contract):
+    """One interaction. event_id makes a redelivered event count once."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["interaction"] = "interaction"
+    event_id: str = Field(min_length=1, max_length=128)
+    user_id: str = Field(min_length=1, max_length=256)
+    product_id: str = Field(min_length=1, max_length=128)
+    type: EventType
+    timestamp: UtcDatetime
+    context: EventContext | None = None
+
+
+class ForgetUser(Contract):
+    """A user's request to be forgotten: their vector and their share of shared counts go."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["forget"] = "forget"
+    event_id: str = Field(min_length=1, max_length=128)
+    user_id: str = Field(min_length=1, max_length=256)
+    timestamp: UtcDatetime

@@ -1,0 +1,187 @@
+"""The one settings object: the only place that reads the environment (prefix SHOPVEC_).
+
+Nested sections use a double underscore: SHOPVEC_KAFKA__BOOTSTRAP_SERVERS, SHOPVEC_MILVUS__URI.
+With no broker or Milvus configured, the embedded stack's loopback addresses are used.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.wire import (
+    TOPIC_DEAD_LETTERS,
+    TOPIC_PRODUCTS,
+    TOPIC_SEARCH_REPLIES,
+    TOPIC_SEARCH_REQUESTS,
+    TOPIC_USER_EVENTS,
+)
+
+__all__ = [
+    "EncoderSettings",
+    "ImageFetchSettings",
+    "IndexerSettings",
+    "KafkaSettings",
+    "MilvusSettings",
+    "OpsSettings",
+    "QuerySettings",
+    "Settings",
+    "StackSettings",
+    "TopicSettings",
+]
+
+log = logging.getLogger(__name__)
+
+
+class TopicSettings(BaseModel):
+    products: str = TOPIC_PRODUCTS
+    user_events: str = TOPIC_USER_EVENTS
+    search_requests: str = TOPIC_SEARCH_REQUESTS
+    search_replies: str = TOPIC_SEARCH_REPLIES
+    dead_letters: str = TOPIC_DEAD_LETTERS
+    partitions: dict[str, int] = Field(
+        default_factory=lambda: {
+            "products": 4,
+            "user_events": 4,
+            "search_requests": 4,
+            "search_replies": 1,
+            "dead_letters": 1,
+        }
+    )
+    replication_factor: int = 1
+
+    def all(self) -> dict[str, str]:
+        return {
+            "products": self.products,
+            "user_events": self.user_events,
+            "search_requests": self.search_requests,
+            "search_replies": self.search_replies,
+            "dead_letters": self.dead_letters,
+        }
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str | None = Field(
+        default=None, description="host:port[,host:port]; unset means the embedded broker"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    client_id: str = "shopvec"
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    fetch_wait_max_ms: int = Field(default=10, ge=0)
+    extra: dict[str, str] = Field(
+        default_factory=dict, description="further librdkafka properties, passed through"
+    )
+
+
+class MilvusSettings(BaseModel):
+    uri: str | None = Field(
+        default=None, description="http(s)://host:port of Milvus; unset means the embedded one"
+    )
+    token: SecretStr | None = None
+    db_name: str = "default"
+    collection: str = Field(default="products", description="the alias searches go through")
+    users_collection: str = "users"
+    timeout_s: float = Field(default=15.0, gt=0)
+    index_type: Literal["HNSW", "IVF_FLAT", "FLAT"] = "HNSW"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    search_ef: int = 128
+
+
+class EncoderSettings(BaseModel):
+    backend: Literal["offline", "clip"] = Field(
+        default="offline",
+        description="offline: EfficientNet-Lite0 + multilingual USE, weights from installed "
+        "packages; clip: a transformers CLIP-family checkpoint from model_path",
+    )
+    model_path: str | None = Field(default=None, description="folder or hub id (clip backend)")
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1 ...")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    threads: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    fusion: Literal["weighted", "concat", "attention"] = "weighted"
+    image_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    metric: Literal["COSINE", "L2"] = "COSINE"
+
+
+class ImageFetchSettings(BaseModel):
+    allow_hosts: list[str] = Field(
+        default_factory=list, description="if set, only these hosts (or *.suffix) may be fetched"
+    )
+    allow_private_networks: bool = Field(
+        default=False, description="permit loopback and private addresses (tests, on-prem CDNs)"
+    )
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    timeout_s: float = Field(default=5.0, gt=0)
+    max_pixels: int = Field(default=40_000_000, ge=1)
+    max_redirects: int = Field(default=3, ge=0)
+
+
+class IndexerSettings(BaseModel):
+    group_id: str = "shopvec-indexer"
+    batch_size: int = Field(default=32, ge=1)
+    batch_wait_ms: int = Field(default=200, ge=0)
+
+
+class QuerySettings(BaseModel):
+    group_id: str = "shopvec-query"
+    batch_size: int = Field(default=16, ge=1)
+    batch_wait_ms: int = Field(default=2, ge=0)
+    max_top_k: int = Field(default=100, ge=1)
+
+
+class OpsSettings(BaseModel):
+    """The worker's HTTP side: /healthz (alive), /readyz (connected and consuming), /metrics."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=0, le=65535, description="0 disables the endpoint")
+
+
+class StackSettings(BaseModel):
+    home: Path = Field(default=Path(".shopvec"), description="pids, logs and Milvus data")
+    kafka_port: int = 19092
+    milvus_port: int = 19531
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SHOPVEC_", env_nested_delimiter="__", env_file=None, extra="ignore"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    milvus: MilvusSettings = Field(default_factory=MilvusSettings)
+    encoder: EncoderSettings = Field(default_factory=EncoderSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    images: ImageFetchSettings = Field(default_factory=ImageFetchSettings)
+    indexer: IndexerSettings = Field(default_factory=IndexerSettings)
+    query: QuerySettings = Field(default_factory=QuerySettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
+    log_level: str = "INFO"
+
+    @property
+    def kafka_embedded(self) -> bool:
+        return self.kafka.bootstrap_servers is None
+
+    @property
+    def milvus_embedded(self) -> bool:
+        return self.milvus.uri is None
+
+    def kafka_bootstrap(self) -> str:
+        return self.kafka.bootstrap_servers or f"127.0.0.1:{self.stack.kafka_port}"
+
+    def milvus_uri(self) -> str:
+        return self.milvus.uri or f"http://127.0.0.1:{self.stack.milvus_port}"
+
+    def redacted(self) -> dict[str, Any]:
+        """What is safe to log: SecretStr fields dump as '**********'."""
+        return self.model_dump(mode="json")
