@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas._base import SCHEMA_VERSION, Contract, UtcDatetime
+from schemas._base import Contract, UtcDatetime
 
 __all__ = ["DeadLetter", "ErrorKind"]
 
@@ -25,7 +25,7 @@ ErrorKind = Literal[
 class DeadLetter(Contract):
     """Carries the original bytes untouched (base64), where they came from, and why they failed."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     worker: str = Field(description="which worker gave up: indexer, query, behaviour")
     error_kind: ErrorKind
     error_message: str = Field(max_length=4096)

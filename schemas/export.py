@@ -1,4 +1,4 @@
-"""Writes the JSON Schema of every contract next to this module, for producers in other languages."""
+"""Writes the JSON Schema of every contract beside this module, for other languages."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, model_validator
 
-from schemas._base import SCHEMA_VERSION, Contract, UtcDatetime
+from schemas._base import Contract, UtcDatetime
 
 __all__ = [
     "MAX_INLINE_IMAGE_BYTES",
@@ -41,7 +41,7 @@ class ProductImage(Contract):
 class ProductUpsert(Contract):
     """The full state of a product. A newer version replaces an older one; never the reverse."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     kind: Literal["upsert"] = "upsert"
     id: ProductId
     version: int = Field(ge=0, description="monotonic per product: the highest version wins")
@@ -74,7 +74,7 @@ class ProductUpsert(Contract):
 class ProductDelete(Contract):
     """Removes a product. A delete of version v also beats any upsert of version <= v."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     kind: Literal["delete"] = "delete"
     id: ProductId
     version: int = Field(ge=0)

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas._base import SCHEMA_VERSION, Contract
+from schemas._base import Contract
 from schemas.product import MAX_INLINE_IMAGE_BYTES
 
 __all__ = [
@@ -35,7 +35,7 @@ class SearchFilters(Contract):
 
 
 class SearchRequest(Contract):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     request_id: str = Field(min_length=1, max_length=128)
     reply_topic: str | None = Field(default=None, min_length=1, max_length=249)
     text: str | None = Field(default=None, max_length=1024)
@@ -89,7 +89,7 @@ class SearchError(Contract):
 
 
 class SearchReply(Contract):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     request_id: str
     scenario: Scenario | None = None
     results: list[SearchResult] = Field(default_factory=list)

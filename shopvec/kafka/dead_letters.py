@@ -1,0 +1,61 @@
+"""The dead-letter sink: the original message, where it came from, and why it failed."""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import Message, Producer
+
+from schemas._base import utc_now
+from schemas.dead_letter import DeadLetter, ErrorKind
+from schemas.wire import HEADER_CONTENT_TYPE, HEADER_SCHEMA_VERSION
+
+__all__ = ["DeadLetterSink"]
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetterSink:
+    def __init__(self, producer: Producer, topic: str, worker: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._worker = worker
+        self.count = 0
+
+    def send(self, msg: Message, kind: ErrorKind, reason: str) -> DeadLetter:
+        record = DeadLetter(
+            worker=self._worker,
+            error_kind=kind,
+            error_message=reason[:4096],
+            topic=msg.topic() or "",
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            key_base64=DeadLetter.encode(msg.key()),
+            value_base64=DeadLetter.encode(msg.value()),
+            failed_at=utc_now(),
+        )
+        self._producer.produce(
+            self._topic,
+            key=msg.key(),
+            value=record.to_bytes(),
+            headers=[
+                (HEADER_CONTENT_TYPE, b"application/json"),
+                (HEADER_SCHEMA_VERSION, str(record.schema_version).encode()),
+            ],
+        )
+        self.count += 1
+        log.warning(
+            "dead-lettered %s[%s]@%s: %s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            kind,
+            reason[:300],
+        )
+        return record
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Called before offsets are stored: a dead letter must be durable first."""
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise RuntimeError(f"{remaining} dead letters not acknowledged by the broker")

@@ -1,0 +1,162 @@
+"""The query worker's loop: consume a micro-batch of requests, answer each on its reply topic.
+
+Requests in one poll are encoded together (one text batch, one image batch), which is where
+concurrency pays on a CPU or GPU encoder. Replies carry the request id as the correlation id
+header and as the key. A request that cannot be parsed gets an error reply when its reply topic
+can be found (body or header), otherwise it goes to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from pydantic import ValidationError
+
+from schemas.search import SearchError, SearchReply, SearchRequest
+from schemas.wire import (
+    HEADER_CONTENT_TYPE,
+    HEADER_CORRELATION_ID,
+    HEADER_REPLY_TOPIC,
+    HEADER_SCHEMA_VERSION,
+)
+from shopvec.indexing.service import classify_validation_error
+from shopvec.kafka.dead_letters import DeadLetterSink
+from shopvec.metrics import QueryMetrics
+from shopvec.search.service import SearchService
+
+__all__ = ["QueryWorker", "header"]
+
+log = logging.getLogger(__name__)
+
+
+def header(msg: Message, name: str) -> str | None:
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    for key, value in pairs:
+        if key == name and value is not None:
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return None
+
+
+class QueryWorker:
+    def __init__(
+        self,
+        *,
+        consumer: Consumer,
+        producer: Producer,
+        topic: str,
+        default_reply_topic: str,
+        service: SearchService,
+        dead_letters: DeadLetterSink,
+        metrics: QueryMetrics,
+        batch_size: int = 16,
+        batch_wait_s: float = 0.002,
+    ) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._topic = topic
+        self._default_reply = default_reply_topic
+        self._service = service
+        self._dead = dead_letters
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._batch_wait_s = batch_wait_s
+        self.ready = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        self._consumer.subscribe([self._topic], on_assign=lambda c, p: self.ready.set())
+        try:
+            while not stop.is_set():
+                msgs = self._consumer.consume(self._batch_size, 0.25)
+                if msgs and len(msgs) < self._batch_size and self._batch_wait_s > 0:
+                    msgs += self._consumer.consume(self._batch_size - len(msgs), self._batch_wait_s)
+                good = []
+                for msg in msgs:
+                    err = msg.error()
+                    if err is None:
+                        good.append(msg)
+                    elif err.fatal():
+                        raise KafkaException(err)
+                    elif err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("consumer: %s", err)
+                if good:
+                    self._handle(good)
+        finally:
+            self._producer.flush(10)
+            self._consumer.close()
+
+    def _handle(self, msgs: list[Message]) -> None:
+        started = time.perf_counter()
+        requests: list[tuple[Message, SearchRequest]] = []
+        for msg in msgs:
+            try:
+                requests.append((msg, SearchRequest.from_bytes(msg.value() or b"")))
+            except ValidationError as exc:
+                self._reject(msg, exc)
+        if requests:
+            try:
+                replies = self._service.search_many([r for _, r in requests])
+            except Exception as exc:  # the store or the encoder failed: say so to every asker
+                log.exception("search batch failed")
+                replies = [
+                    SearchReply(
+                        request_id=r.request_id,
+                        error=SearchError(kind="internal", message=f"search failed: {exc}"),
+                    )
+                    for _, r in requests
+                ]
+            for (msg, request), reply in zip(requests, replies, strict=True):
+                topic = request.reply_topic or header(msg, HEADER_REPLY_TOPIC)
+                self._reply(topic or self._default_reply, reply)
+                self._metrics.requests.labels(scenario=reply.scenario or "none").inc()
+                if reply.error is not None:
+                    self._metrics.errors.labels(kind=reply.error.kind).inc()
+        self._producer.poll(0)
+        self._dead.flush()
+        for msg in msgs:
+            self._consumer.store_offsets(msg)
+        self._metrics.latency_seconds.observe(time.perf_counter() - started)
+
+    def _reject(self, msg: Message, exc: ValidationError) -> None:
+        reply_topic, request_id = (
+            header(msg, HEADER_REPLY_TOPIC),
+            header(msg, HEADER_CORRELATION_ID),
+        )
+        try:
+            body = json.loads(msg.value() or b"")
+            if isinstance(body, dict):
+                reply_topic = body.get("reply_topic") or reply_topic
+                request_id = body.get("request_id") or request_id
+        except ValueError:
+            pass
+        reason = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:8]
+        )
+        if isinstance(reply_topic, str) and reply_topic and request_id:
+            self._reply(
+                reply_topic,
+                SearchReply(
+                    request_id=str(request_id),
+                    error=SearchError(kind="invalid_request", message=reason),
+                ),
+            )
+            self._metrics.errors.labels(kind="invalid_request").inc()
+        else:
+            self._dead.send(msg, classify_validation_error(exc), reason)
+            self._metrics.dead_lettered.inc()
+
+    def _reply(self, topic: str, reply: SearchReply) -> None:
+        self._producer.produce(
+            topic,
+            key=reply.request_id.encode(),
+            value=reply.to_bytes(),
+            headers=[
+                (HEADER_CORRELATION_ID, reply.request_id.encode()),
+                (HEADER_CONTENT_TYPE, b"application/json"),
+                (HEADER_SCHEMA_VERSION, str(reply.schema_version).encode()),
+            ],
+        )

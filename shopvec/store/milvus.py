@@ -1,0 +1,236 @@
+"""ProductStore on Milvus (Milvus Lite server, standalone or cluster) through pymilvus.
+
+Every call carries a timeout: without one pymilvus retries for minutes, far past the consumer's
+max.poll.interval.ms.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pymilvus import DataType, MilvusClient
+
+from shopvec.similarity import score_from_distance
+from shopvec.store.base import (
+    SCALAR_OUTPUT_FIELDS,
+    VECTOR_FIELDS,
+    CollectionSpec,
+    Hit,
+    SearchFilter,
+    StoredState,
+    VectorField,
+)
+
+__all__ = ["MilvusProductStore", "filter_expression"]
+
+log = logging.getLogger(__name__)
+
+_STATE_FIELDS = ["id", "version", "deleted", "text_hash", "image_hash"]
+_GET_CHUNK = 256
+
+
+def _literal(value: Any) -> str:
+    # JSON literals are valid Milvus expression literals, with quotes and backslashes escaped.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def filter_expression(flt: SearchFilter | None) -> str:
+    flt = flt or SearchFilter()
+    parts = ["deleted == false"]
+    if flt.category is not None:
+        parts.append(f"ARRAY_CONTAINS(category, {_literal(flt.category)})")
+    if flt.brand is not None:
+        parts.append(f"brand == {_literal(flt.brand)}")
+    if flt.price_min is not None:
+        parts.append(f"price >= {float(flt.price_min)!r}")
+    if flt.price_max is not None:
+        parts.append(f"price >= 0 and price <= {float(flt.price_max)!r}")
+    if flt.in_stock is not None:
+        parts.append(f"in_stock == {str(flt.in_stock).lower()}")
+    for key, value in sorted(flt.attributes.items()):
+        parts.append(f'doc["attributes"][{_literal(key)}] == {_literal(value)}')
+    if flt.require_image:
+        parts.append("has_image == true")
+    if flt.require_text:
+        parts.append("has_text == true")
+    if flt.exclude_ids:
+        parts.append(f"id not in {_literal(list(flt.exclude_ids))}")
+    return " and ".join(parts)
+
+
+class MilvusProductStore:
+    def __init__(
+        self,
+        client: MilvusClient,
+        spec: CollectionSpec,
+        *,
+        timeout_s: float = 15.0,
+        search_ef: int = 128,
+    ) -> None:
+        self._client = client
+        self._spec = spec
+        self._timeout = timeout_s
+        self._search_ef = search_ef
+
+    @classmethod
+    def connect(
+        cls,
+        uri: str,
+        spec: CollectionSpec,
+        *,
+        token: str | None = None,
+        db_name: str = "default",
+        timeout_s: float = 15.0,
+        search_ef: int = 128,
+    ) -> MilvusProductStore:
+        client = MilvusClient(uri=uri, token=token or "", db_name=db_name, timeout=timeout_s)
+        return cls(client, spec, timeout_s=timeout_s, search_ef=search_ef)
+
+    @property
+    def spec(self) -> CollectionSpec:
+        return self._spec
+
+    @property
+    def collection(self) -> str:
+        return self._spec.name
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def ensure(self) -> None:
+        name = self._spec.name
+        if not self._client.has_collection(name, timeout=self._timeout):
+            self._create(name)
+        aliases = self._client.list_aliases(name, timeout=self._timeout).get("aliases", [])
+        if self._spec.alias not in aliases and not self._alias_exists():
+            self._client.create_alias(name, self._spec.alias, timeout=self._timeout)
+            log.info("alias %s -> %s", self._spec.alias, name)
+
+    def _alias_exists(self) -> bool:
+        try:
+            self._client.describe_alias(self._spec.alias, timeout=self._timeout)
+        except Exception:  # pymilvus raises a generic MilvusException for "not found"
+            return False
+        return True
+
+    def _create(self, name: str) -> None:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=128)
+        schema.add_field("version", DataType.INT64)
+        schema.add_field("deleted", DataType.BOOL)
+        schema.add_field("event_ms", DataType.INT64)
+        schema.add_field("title", DataType.VARCHAR, max_length=1024)
+        schema.add_field("brand", DataType.VARCHAR, max_length=256)
+        schema.add_field("price", DataType.DOUBLE)
+        schema.add_field("in_stock", DataType.BOOL)
+        schema.add_field(
+            "category",
+            DataType.ARRAY,
+            element_type=DataType.VARCHAR,
+            max_capacity=16,
+            max_length=128,
+        )
+        schema.add_field("has_image", DataType.BOOL)
+        schema.add_field("has_text", DataType.BOOL)
+        schema.add_field("text_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("image_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("doc", DataType.JSON)
+        index = self._client.prepare_index_params()
+        for vfield, dim in self._spec.dims().items():
+            schema.add_field(vfield, DataType.FLOAT_VECTOR, dim=dim)
+            params: dict[str, Any] = {}
+            if self._spec.index_type == "HNSW":
+                params = {"M": self._spec.hnsw_m, "efConstruction": self._spec.hnsw_ef_construction}
+            elif self._spec.index_type == "IVF_FLAT":
+                params = {"nlist": 1024}
+            index.add_index(
+                vfield,
+                index_type=self._spec.index_type,
+                metric_type=self._spec.metric,
+                params=params,
+            )
+        self._client.create_collection(
+            name,
+            schema=schema,
+            index_params=index,
+            properties=self._spec.properties(),
+            timeout=self._timeout,
+        )
+        log.info("created collection %s", name)
+
+    # -- reads and writes -------------------------------------------------------------------
+
+    def _get(self, ids: Sequence[str], fields: list[str]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(ids), _GET_CHUNK):
+            chunk = list(ids[start : start + _GET_CHUNK])
+            rows.extend(
+                self._client.get(
+                    self._spec.name, ids=chunk, output_fields=fields, timeout=self._timeout
+                )
+            )
+        return rows
+
+    def state(self, ids: Sequence[str]) -> dict[str, StoredState]:
+        return {
+            r["id"]: StoredState(r["version"], r["deleted"], r["text_hash"], r["image_hash"])
+            for r in self._get(ids, _STATE_FIELDS)
+        }
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+        rows = self._get(ids, ["id", *VECTOR_FIELDS])
+        return {
+            r["id"]: {f: np.asarray(r[f], dtype=np.float32) for f in VECTOR_FIELDS} for r in rows
+        }
+
+    def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self._client.upsert(self._spec.name, data=list(rows), timeout=self._timeout)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._client.delete(self._spec.name, ids=list(ids), timeout=self._timeout)
+
+    def search(
+        self,
+        field: VectorField,
+        vectors: np.ndarray,
+        limit: int,
+        flt: SearchFilter | None = None,
+    ) -> list[list[Hit]]:
+        data = [np.asarray(v, dtype=np.float32).tolist() for v in np.atleast_2d(vectors)]
+        params = {"metric_type": self._spec.metric, "params": {"ef": max(self._search_ef, limit)}}
+        result = self._client.search(
+            self._spec.alias,
+            data=data,
+            anns_field=field,
+            limit=limit,
+            filter=filter_expression(flt),
+            output_fields=list(SCALAR_OUTPUT_FIELDS),
+            search_params=params,
+            timeout=self._timeout,
+        )
+        metric = self._spec.metric
+        return [
+            [Hit(h["id"], score_from_distance(h["distance"], metric), h["entity"]) for h in hits]
+            for hits in result
+        ]
+
+    def get(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        rows = self._get(ids, [*SCALAR_OUTPUT_FIELDS, "deleted", *VECTOR_FIELDS])
+        return {r["id"]: r for r in rows if not r["deleted"]}
+
+    def count(self) -> int:
+        res = self._client.query(
+            self._spec.name,
+            filter="deleted == false",
+            output_fields=["count(*)"],
+            timeout=self._timeout,
+        )
+        return int(res[0]["count(*)"])

@@ -1,0 +1,117 @@
+import base64
+import json
+
+import pytest
+from pydantic import ValidationError
+
+import schemas
+from schemas import (
+    DeadLetter,
+    ProductDelete,
+    ProductUpsert,
+    SearchReply,
+    SearchRequest,
+    UserEvent,
+    parse_product_event,
+)
+from schemas.export import SCHEMA_DIR, render_all
+
+UPSERT = {
+    "kind": "upsert",
+    "id": "sku-1",
+    "version": 3,
+    "updated_at": "2026-01-31T12:00:00Z",
+    "title": "Blue denim jeans",
+    "category_path": ["Apparel", "Bottomwear", "Jeans"],
+    "price": "39.90",
+    "currency": "EUR",
+    "images": [{"url": "https://cdn.example.com/1.jpg"}],
+}
+
+
+def test_product_upsert_round_trip() -> None:
+    event = parse_product_event(json.dumps(UPSERT))
+    assert isinstance(event, ProductUpsert)
+    assert event.schema_version == 1
+    assert event.text == "Blue denim jeans"
+    again = parse_product_event(event.to_bytes())
+    assert again == event
+
+
+def test_product_delete_is_discriminated() -> None:
+    event = parse_product_event(
+        b'{"kind": "delete", "id": "sku-1", "version": 4, "updated_at": "2026-01-31T12:00:00Z"}'
+    )
+    assert isinstance(event, ProductDelete)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"version": -1},
+        {"updated_at": "2026-01-31T12:00:00"},  # no time zone
+        {"currency": "euro"},
+        {"surprise": 1},
+        {"images": [{"url": "https://a/b.jpg", "data_base64": "AAAA"}]},
+        {"title": "", "images": []},
+        {"id": "has spaces"},
+    ],
+)
+def test_product_upsert_refuses(change: dict) -> None:
+    with pytest.raises(ValidationError):
+        parse_product_event(json.dumps({**UPSERT, **change}))
+
+
+def test_not_json_is_reported_as_json_invalid() -> None:
+    with pytest.raises(ValidationError) as info:
+        parse_product_event(b"{not json")
+    assert info.value.errors()[0]["type"] == "json_invalid"
+
+
+def test_search_request_needs_a_query_and_infers_the_scenario() -> None:
+    with pytest.raises(ValidationError):
+        SearchRequest(request_id="r1")
+    assert SearchRequest(request_id="r", text="red").resolved_scenario() == "text2product"
+    img = base64.b64encode(b"x").decode()
+    assert SearchRequest(request_id="r", image_base64=img).resolved_scenario() == "image2image"
+    both = SearchRequest(request_id="r", text="red", image_base64=img)
+    assert both.resolved_scenario() == "cross"
+    assert SearchRequest(request_id="r", text="x", scenario="text2image").resolved_scenario() == (
+        "text2image"
+    )
+
+
+def test_search_reply_and_dead_letter_and_user_event() -> None:
+    reply = SearchReply(request_id="r1", took_ms=3.2)
+    assert SearchReply.from_bytes(reply.to_bytes()) == reply
+    dead = DeadLetter(
+        worker="indexer",
+        error_kind="not_json",
+        error_message="bad",
+        topic="t",
+        partition=0,
+        offset=7,
+        value_base64=DeadLetter.encode(b"\x00raw"),
+        failed_at="2026-01-01T00:00:00Z",
+    )
+    assert dead.value == b"\x00raw"
+    UserEvent(
+        event_id="e1",
+        user_id="u1",
+        product_id="p1",
+        type="click",
+        timestamp="2026-01-01T00:00:00+01:00",
+    )
+
+
+def test_json_schema_files_are_up_to_date() -> None:
+    """Regenerate with `shopvec schemas export` when a contract changes."""
+    for name, text in render_all().items():
+        path = SCHEMA_DIR / name
+        assert path.exists(), f"{name} missing: run `shopvec schemas export`"
+        assert path.read_text() == text, f"{name} is stale: run `shopvec schemas export`"
+
+
+def test_public_surface_is_declared() -> None:
+    for name in schemas.__all__:
+        assert hasattr(schemas, name), name

@@ -1,0 +1,34 @@
+import pytest
+from pydantic import SecretStr
+
+from shopvec.settings import Settings
+
+
+def test_defaults_use_the_embedded_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(__import__("os").environ):
+        if key.startswith("SHOPVEC_"):
+            monkeypatch.delenv(key)
+    s = Settings()
+    assert s.kafka_embedded and s.milvus_embedded
+    assert s.kafka_bootstrap() == f"127.0.0.1:{s.stack.kafka_port}"
+    assert s.milvus_uri() == f"http://127.0.0.1:{s.stack.milvus_port}"
+
+
+def test_environment_overrides_nested_sections(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPVEC_KAFKA__BOOTSTRAP_SERVERS", "kafka:9092")
+    monkeypatch.setenv("SHOPVEC_MILVUS__URI", "http://milvus:19530")
+    monkeypatch.setenv("SHOPVEC_MILVUS__TOKEN", "root:Milvus")
+    monkeypatch.setenv("SHOPVEC_ENCODER__FUSION", "concat")
+    monkeypatch.setenv("SHOPVEC_TOPICS__PARTITIONS", '{"products": 12}')
+    s = Settings()
+    assert not s.kafka_embedded and s.kafka_bootstrap() == "kafka:9092"
+    assert s.milvus_uri() == "http://milvus:19530"
+    assert isinstance(s.milvus.token, SecretStr)
+    assert s.encoder.fusion == "concat"
+    assert s.topics.partitions == {"products": 12}
+
+
+def test_secrets_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOPVEC_KAFKA__SASL_PASSWORD", "hunter2")
+    dumped = str(Settings().redacted())
+    assert "hunter2" not in dumped

@@ -1,0 +1,7 @@
+"""Thin entry points: each builds its worker from one Settings object and runs it.
+
+python -m workers.indexer
+python -m workers.query
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,72 @@
+"""What every worker process shares: logging, signals, the ops endpoint, the loop thread."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from prometheus_client import CollectorRegistry
+
+from shopvec.logs import configure_logging
+from shopvec.ops import OpsServer
+from shopvec.settings import Settings
+
+__all__ = ["load_settings", "run_worker"]
+
+log = logging.getLogger("workers")
+
+
+def run_worker(
+    name: str,
+    settings: Settings,
+    loop: Callable[[threading.Event], None],
+    registry: CollectorRegistry,
+    ready: threading.Event,
+) -> int:
+    """Runs `loop` until SIGTERM or SIGINT; the loop drains, writes and commits, then returns."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s: signal %s, draining", name, signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            loop(stop)
+        except BaseException as exc:
+            failure.append(exc)
+            log.exception("%s: loop failed", name)
+            stop.set()
+
+    thread = threading.Thread(target=target, name=name)
+    ops = None
+    if settings.ops.port:
+        ops = OpsServer(
+            settings.ops.host,
+            settings.ops.port,
+            registry,
+            alive=thread.is_alive,
+            ready=lambda: ready.is_set() and thread.is_alive(),
+        ).start()
+    thread.start()
+    log.info("%s: started", name)
+    while thread.is_alive():
+        thread.join(0.5)
+    if ops is not None:
+        ops.stop()
+    # A failed loop exits non-zero so the orchestrator restarts the process.
+    return 1 if failure else 0
+
+
+def load_settings() -> Settings:
+    settings = Settings()
+    configure_logging(settings.log_level)
+    log.info("settings", extra={"settings": settings.redacted()})
+    return settings

@@ -1,0 +1,18 @@
+"""The indexer worker: product events in, product vectors upserted into Milvus."""
+
+from __future__ import annotations
+
+import sys
+
+from shopvec.runtime import build_indexer_service
+from workers._run import load_settings, run_worker
+
+
+def main() -> int:
+    settings = load_settings()
+    service, metrics = build_indexer_service(settings)
+    return run_worker("indexer", settings, service.run, metrics.registry, service.ready)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

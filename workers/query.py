@@ -1,0 +1,18 @@
+"""The query worker: search requests in, replies out on each request's reply topic."""
+
+from __future__ import annotations
+
+import sys
+
+from shopvec.runtime import build_query_worker
+from workers._run import load_settings, run_worker
+
+
+def main() -> int:
+    settings = load_settings()
+    worker, metrics = build_query_worker(settings)
+    return run_worker("query", settings, worker.run, metrics.registry, worker.ready)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
