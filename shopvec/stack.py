@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 WORKERS = ("indexer", "query")
 
+# Children started by this process, kept so they can be reaped (no zombies) when stopped here.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 class StackError(RuntimeError):
     pass
@@ -146,6 +149,7 @@ class EmbeddedStack:
                 start_new_session=True,  # its own process group: down() stops its children too
                 cwd=os.getcwd(),
             )
+        _CHILDREN[child.pid] = child
         ticks = None
         for _ in range(50):
             ticks = _start_ticks(child.pid)
@@ -272,7 +276,10 @@ class EmbeddedStack:
         if proc.alive():
             log.warning("%s did not stop in %.0fs; killing", proc.name, timeout_s)
             os.killpg(proc.pid, signal.SIGKILL)
-        # Reap the child if this process started it, so no zombie stays behind.
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(proc.pid, os.WNOHANG)
+        # Whatever else the process group still holds goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        child = _CHILDREN.pop(proc.pid, None)
+        if child is not None:
+            child.wait(timeout=5)
         log.info("stopped %s (pid %s)", proc.name, proc.pid)

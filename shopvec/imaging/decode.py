@@ -103,9 +103,11 @@ def _read_header(data: bytes, max_pixels: int) -> _Header:
             f"the image is too large to decode safely ({exc}); the limit is {max_pixels:,} pixels"
         ) from None
     except Image.UnidentifiedImageError:
+        # A URL that answers with an HTML error or login page is the common case.
+        hint = ", it looks like a web page" if data.lstrip()[:1] == b"<" else ""
         raise ImageUndecodable(
-            f"the data ({len(data):,} bytes, starting {data[:8]!r}) is not an image in a "
-            f"supported format ({', '.join(SUPPORTED_FORMATS)})"
+            f"the data ({len(data):,} bytes, starting {data[:8]!r}{hint}) is not an image in "
+            f"a supported format ({', '.join(SUPPORTED_FORMATS)})"
         ) from None
     except Exception as exc:
         # Hostile headers make PIL raise all sorts (SyntaxError, struct.error, ValueError...);

@@ -1,0 +1,111 @@
+"""The real broker (Tansu) and the real Milvus Lite server, started once per test run.
+
+Each test gets its own topics and its own collection alias, so tests never see each other's
+data. Workers run in threads of the test process with the real offline encoder, loaded once.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from shopvec.encoders.offline import OfflineEncoder
+from shopvec.kafka.admin import ensure_topics
+from shopvec.settings import KafkaSettings, Settings, StackSettings, TopicSettings
+from shopvec.stack import EmbeddedStack
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    settings = Settings(
+        kafka=KafkaSettings(session_timeout_ms=6000),
+        stack=StackSettings(
+            home=tmp_path_factory.mktemp("stack"),
+            kafka_port=_free_port(),
+            milvus_port=_free_port(),
+        ),
+    )
+    stack = EmbeddedStack(settings)
+    stack.up(workers=[])
+    yield settings
+    stack.down()
+
+
+@pytest.fixture(scope="session")
+def encoder() -> OfflineEncoder:
+    enc = OfflineEncoder()
+    enc.warm_up()
+    return enc
+
+
+@pytest.fixture
+def settings(stack_settings: Settings) -> Settings:
+    """Unique topics and collection per test."""
+    tag = uuid.uuid4().hex[:10]
+    topics = TopicSettings(
+        products=f"products-{tag}",
+        user_events=f"user-events-{tag}",
+        search_requests=f"search-requests-{tag}",
+        search_replies=f"search-replies-{tag}",
+        dead_letters=f"dead-letters-{tag}",
+        partitions={"products": 2, "search_requests": 2},
+    )
+    milvus = stack_settings.milvus.model_copy(update={"collection": f"products_{tag}"})
+    s = stack_settings.model_copy(update={"topics": topics, "milvus": milvus})
+    ensure_topics(s)
+    return s
+
+
+@contextmanager
+def running(loop: Callable[[threading.Event], None], ready: threading.Event) -> Iterator[None]:
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            loop(stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        if not ready.wait(30):
+            raise TimeoutError(f"worker not assigned partitions in 30s: {errors}")
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def wait_for() -> Callable[..., Any]:
+    import time
+
+    def wait(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+            time.sleep(0.2)
+
+    return wait
