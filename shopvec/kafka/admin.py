@@ -38,7 +38,8 @@ def create_topic(
 
 
 def delete_topics(settings: Settings, names: Iterable[str], timeout_s: float = 30.0) -> None:
-    futures = AdminClient(admin_config(settings)).delete_topics(list(names))
+    admin = AdminClient(admin_config(settings))  # must outlive the futures it hands out
+    futures = admin.delete_topics(list(names), request_timeout=timeout_s)
     for name, future in futures.items():
         try:
             future.result(timeout_s)

@@ -104,13 +104,22 @@ class MilvusProductStore:
     # -- layout -----------------------------------------------------------------------------
 
     def ensure(self) -> None:
+        """Safe to call from several workers at once: whoever loses a race to create the
+        collection or the alias finds it there and carries on."""
         name = self._spec.name
         if not self._client.has_collection(name, timeout=self._timeout):
-            self._create(name)
-        aliases = self._client.list_aliases(name, timeout=self._timeout).get("aliases", [])
-        if self._spec.alias not in aliases and not self._alias_exists():
-            self._client.create_alias(name, self._spec.alias, timeout=self._timeout)
-            log.info("alias %s -> %s", self._spec.alias, name)
+            try:
+                self._create(name)
+            except Exception:
+                if not self._client.has_collection(name, timeout=self._timeout):
+                    raise
+        if not self._alias_exists():
+            try:
+                self._client.create_alias(name, self._spec.alias, timeout=self._timeout)
+                log.info("alias %s -> %s", self._spec.alias, name)
+            except Exception:
+                if not self._alias_exists():
+                    raise
 
     def _alias_exists(self) -> bool:
         try:
