@@ -8,8 +8,9 @@ replay) reuse the stored vectors instead of encoding again.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,7 +22,9 @@ from shopvec.encoders.base import Encoder
 from shopvec.fusion import Fusion
 from shopvec.store.base import VECTOR_FIELDS, ProductStore, StoredState
 
-__all__ = ["ImageSource", "IndexOutcome", "ProductEventT", "ProductIndexer"]
+__all__ = ["ImageSource", "IndexOutcome", "Prepared", "ProductEventT", "ProductIndexer"]
+
+log = logging.getLogger(__name__)
 
 ProductEventT = ProductUpsert | ProductDelete
 
@@ -45,6 +48,24 @@ class IndexOutcome:
     encode_seconds: float = 0.0
     failures: list[tuple[ProductEventT, Exception]] = field(default_factory=list)
     written_event_ms: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Prepared:
+    """A batch between stages: rows decided so far, and what encoding needs."""
+
+    outcome: IndexOutcome
+    purge: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    upserts: list[ProductUpsert] = field(default_factory=list)
+    photos: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    reuse_text: set[str] = field(default_factory=set)
+    reuse_image: set[str] = field(default_factory=set)
+    old_vectors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    text_hashes: dict[str, str] = field(default_factory=dict)
+    image_hashes: dict[str, str] = field(default_factory=dict)
+    states: dict[str, StoredState] = field(default_factory=dict)
+    """What the store will hold for each id once this batch is written."""
 
 
 def _content_hash(*parts: str) -> str:
@@ -111,28 +132,160 @@ class ProductIndexer:
         v[0] = 1.0
         return v
 
-    def apply(self, events: Sequence[ProductEventT]) -> IndexOutcome:
-        outcome = IndexOutcome()
-        latest = latest_per_product(events)
-        outcome.stale += len(events) - len(latest)
-        stored = self._store.state([e.id for e in latest])
-        todo = [e for e in latest if _supersedes(e, stored.get(e.id))]
-        outcome.stale += len(latest) - len(todo)
+    def apply(self, events: Sequence[ProductEventT], purge: Sequence[str] = ()) -> IndexOutcome:
+        """All three stages in one call; the service runs them on separate threads."""
+        return self.write(self.encode(self.prepare(events, purge=purge)))
 
-        rows: list[dict[str, Any]] = []
+    # -- stage 1: decide what to write, load what must be encoded ----------------------------
+
+    def prepare(
+        self,
+        events: Sequence[ProductEventT],
+        *,
+        purge: Sequence[str] = (),
+        pending: Mapping[str, StoredState | None] | None = None,
+    ) -> Prepared:
+        """`purge`: ids whose rows go before this batch is written (compacted-topic tombstones).
+        `pending`: what batches still in flight will have written, which wins over the store
+        (None for an id they purge); their vectors are not readable yet, so none are reused."""
+        pending = pending or {}
+        out = Prepared(outcome=IndexOutcome(), purge=list(dict.fromkeys(purge)))
+        latest = latest_per_product(events)
+        out.outcome.stale += len(events) - len(latest)
+        stored = self._store.state([e.id for e in latest if e.id not in out.purge])
+        for i in out.purge:
+            stored.pop(i, None)
+        for i, state in pending.items():
+            if state is None:
+                stored.pop(i, None)
+            else:
+                stored[i] = state
+        todo = [e for e in latest if _supersedes(e, stored.get(e.id))]
+        out.outcome.stale += len(latest) - len(todo)
         for event in todo:
             if isinstance(event, ProductDelete):
-                rows.append(self._tombstone(event))
-                outcome.deleted += 1
+                out.rows.append(self._tombstone(event))
+                out.outcome.deleted += 1
+                out.states[event.id] = StoredState(event.version, True, "", "")
         upserts = [e for e in todo if isinstance(e, ProductUpsert)]
-        rows.extend(self._upsert_rows(upserts, stored, outcome))
-        self._store.upsert(rows)
-        outcome.written = len(rows)
-        return outcome
+        if upserts:
+            self._prepare_upserts(upserts, stored, set(pending), out)
+        return out
 
-    def purge(self, ids: Sequence[str]) -> None:
-        """A tombstone on a compacted topic: the key is gone for good, so is its row."""
-        self._store.delete(list(dict.fromkeys(ids)))
+    def _prepare_upserts(
+        self,
+        events: list[ProductUpsert],
+        stored: dict[str, StoredState],
+        in_flight: set[str],
+        out: Prepared,
+    ) -> None:
+        out.text_hashes = {e.id: _text_hash(e, self._key) for e in events}
+        out.image_hashes = {e.id: _image_hash(e.images, self._key) for e in events}
+
+        def reusable(e: ProductUpsert, which: str) -> bool:
+            s = stored.get(e.id)
+            if s is None or s.deleted or e.id in in_flight or e.id in out.purge:
+                return False
+            if which == "text":
+                return bool(out.text_hashes[e.id]) and s.text_hash == out.text_hashes[e.id]
+            # Attention pools the photos with the title, so new words need the photos again.
+            if (
+                self._fusion.method == "attention"
+                and len(e.images) > 1
+                and s.text_hash != out.text_hashes[e.id]
+            ):
+                return False
+            return bool(out.image_hashes[e.id]) and s.image_hash == out.image_hashes[e.id]
+
+        out.reuse_text = {e.id for e in events if reusable(e, "text")}
+        out.reuse_image = {e.id for e in events if reusable(e, "image")}
+        out.old_vectors = self._store.vectors(sorted(out.reuse_text | out.reuse_image))
+
+        # Photos first: a product whose photo fails is dead-lettered, not half-indexed.
+        need_photos = [e for e in events if e.images and e.id not in out.reuse_image]
+        flat = [img for e in need_photos for img in e.images]
+        loaded = self._images.load_many(flat) if flat else []
+        cursor = 0
+        failed: set[str] = set()
+        for e in need_photos:
+            got = loaded[cursor : cursor + len(e.images)]
+            cursor += len(e.images)
+            error = next((g for g in got if isinstance(g, Exception)), None)
+            if error is not None:
+                out.outcome.failures.append((e, error))
+                failed.add(e.id)
+            else:
+                out.photos[e.id] = [g for g in got if isinstance(g, torch.Tensor)]
+        out.upserts = [e for e in events if e.id not in failed]
+        for e in out.upserts:
+            out.states[e.id] = StoredState(
+                e.version, False, out.text_hashes[e.id], out.image_hashes[e.id]
+            )
+
+    # -- stage 2: encode and fuse ---------------------------------------------------------------
+
+    def encode(self, prepared: Prepared) -> Prepared:
+        """Encodes the batch at once; should that fail, product by product, so that one
+        product the encoder cannot take is dead-lettered instead of stopping the indexer."""
+        out = prepared
+        if not out.upserts:
+            return out
+        started = time.perf_counter()
+        try:
+            out.rows.extend(self._encode_rows(out.upserts, out))
+        except Exception:
+            log.exception("encoding a batch of %d failed; retrying one by one", len(out.upserts))
+            for e in out.upserts:
+                try:
+                    out.rows.extend(self._encode_rows([e], out))
+                except Exception as exc:
+                    out.outcome.failures.append((e, exc))
+                    out.states.pop(e.id, None)
+        out.outcome.encode_seconds += time.perf_counter() - started
+        return out
+
+    def _encode_rows(self, events: list[ProductUpsert], p: Prepared) -> list[dict[str, Any]]:
+        text_events = [e for e in events if e.text and e.id not in p.reuse_text]
+        text_vecs = self._encoder.encode_texts([e.text for e in text_events])
+        text_by_id = {e.id: text_vecs[i] for i, e in enumerate(text_events)}
+        flat_photos = [t for e in events if e.id in p.photos for t in p.photos[e.id]]
+        image_vecs = self._encoder.encode_images(flat_photos)
+        p.outcome.encoded_texts += len(text_events)
+        p.outcome.encoded_images += len(flat_photos)
+
+        rows = []
+        cursor = 0
+        for e in events:
+            old = p.old_vectors.get(e.id, {})
+            text = text_by_id.get(e.id)
+            if text is None and e.id in p.reuse_text:
+                text = old["text_vec"]
+            joint_photos = visual = None
+            if e.id in p.photos:
+                n = len(p.photos[e.id])
+                joint_photos = image_vecs.joint[cursor : cursor + n]
+                visual = _mean_unit(image_vecs.visual[cursor : cursor + n])
+                cursor += n
+            elif e.id in p.reuse_image:
+                joint_photos = old["image_vec"][None, :]
+                visual = old["visual_vec"]
+            if e.id in p.reuse_text and (e.id in p.reuse_image or not e.images):
+                p.outcome.reused += 1
+            rows.append(
+                self._row(e, text, joint_photos, visual, p.text_hashes[e.id], p.image_hashes[e.id])
+            )
+            p.outcome.written_event_ms.append(int(e.updated_at.timestamp() * 1000))
+        return rows
+
+    # -- stage 3: write -------------------------------------------------------------------------
+
+    def write(self, prepared: Prepared) -> IndexOutcome:
+        if prepared.purge:
+            self._store.delete(prepared.purge)
+        self._store.upsert(prepared.rows)
+        prepared.outcome.written = len(prepared.rows)
+        prepared.outcome.deleted += len(prepared.purge)
+        return prepared.outcome
 
     def _tombstone(self, event: ProductDelete) -> dict[str, Any]:
         return {
@@ -152,88 +305,6 @@ class ProductIndexer:
             "doc": {},
             **self._placeholder,
         }
-
-    def _upsert_rows(
-        self,
-        events: list[ProductUpsert],
-        stored: dict[str, StoredState],
-        outcome: IndexOutcome,
-    ) -> list[dict[str, Any]]:
-        if not events:
-            return []
-        text_hashes = {e.id: _text_hash(e, self._key) for e in events}
-        image_hashes = {e.id: _image_hash(e.images, self._key) for e in events}
-
-        def reusable(e: ProductUpsert, which: str) -> bool:
-            s = stored.get(e.id)
-            if s is None or s.deleted:
-                return False
-            if which == "text":
-                return bool(text_hashes[e.id]) and s.text_hash == text_hashes[e.id]
-            # Attention pools the photos with the title, so new words need the photos again.
-            if (
-                self._fusion.method == "attention"
-                and len(e.images) > 1
-                and s.text_hash != text_hashes[e.id]
-            ):
-                return False
-            return bool(image_hashes[e.id]) and s.image_hash == image_hashes[e.id]
-
-        reuse_text = {e.id for e in events if reusable(e, "text")}
-        reuse_image = {e.id for e in events if reusable(e, "image")}
-        old_vectors = self._store.vectors(sorted(reuse_text | reuse_image))
-
-        # Photos first: a product whose photo fails is dead-lettered, not half-indexed.
-        need_photos = [e for e in events if e.images and e.id not in reuse_image]
-        flat = [img for e in need_photos for img in e.images]
-        loaded = self._images.load_many(flat) if flat else []
-        photos: dict[str, list[torch.Tensor]] = {}
-        failed: set[str] = set()
-        cursor = 0
-        for e in need_photos:
-            got = loaded[cursor : cursor + len(e.images)]
-            cursor += len(e.images)
-            error = next((g for g in got if isinstance(g, Exception)), None)
-            if error is not None:
-                outcome.failures.append((e, error))
-                failed.add(e.id)
-            else:
-                photos[e.id] = [g for g in got if isinstance(g, torch.Tensor)]
-        events = [e for e in events if e.id not in failed]
-
-        started = time.perf_counter()
-        text_events = [e for e in events if e.text and e.id not in reuse_text]
-        text_vecs = self._encoder.encode_texts([e.text for e in text_events])
-        text_by_id = {e.id: text_vecs[i] for i, e in enumerate(text_events)}
-        flat_photos = [p for e in events if e.id in photos for p in photos[e.id]]
-        image_vecs = self._encoder.encode_images(flat_photos)
-        outcome.encode_seconds += time.perf_counter() - started
-        outcome.encoded_texts += len(text_events)
-        outcome.encoded_images += len(flat_photos)
-
-        rows = []
-        cursor = 0
-        for e in events:
-            old = old_vectors.get(e.id, {})
-            text = text_by_id.get(e.id)
-            if text is None and e.id in reuse_text:
-                text = old["text_vec"]
-            joint_photos = visual = None
-            if e.id in photos:
-                n = len(photos[e.id])
-                joint_photos = image_vecs.joint[cursor : cursor + n]
-                visual = _mean_unit(image_vecs.visual[cursor : cursor + n])
-                cursor += n
-            elif e.id in reuse_image:
-                joint_photos = old["image_vec"][None, :]
-                visual = old["visual_vec"]
-            if e.id in reuse_text and (e.id in reuse_image or not e.images):
-                outcome.reused += 1
-            rows.append(
-                self._row(e, text, joint_photos, visual, text_hashes[e.id], image_hashes[e.id])
-            )
-            outcome.written_event_ms.append(int(e.updated_at.timestamp() * 1000))
-        return rows
 
     def _row(
         self,

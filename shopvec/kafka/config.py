@@ -63,6 +63,8 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
             "max.poll.interval.ms": k.max_poll_interval_ms,
             "fetch.wait.max.ms": k.fetch_wait_max_ms,
             "partition.assignment.strategy": "cooperative-sticky",
+            # The prefetch queue is the one buffer that grows with a backlog: keep it small.
+            "queued.max.messages.kbytes": 16384,
         }
     )
     conf.update(overrides)

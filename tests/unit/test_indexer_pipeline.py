@@ -132,7 +132,7 @@ def test_missing_modalities_are_flagged_not_zeroed(setup) -> None:
 def test_purge_removes_rows(setup) -> None:
     indexer, store, _, _ = setup
     indexer.apply([upsert("a", 1)])
-    indexer.purge(["a", "a"])
+    indexer.apply([], purge=["a", "a"])
     assert store.rows == {}
 
 

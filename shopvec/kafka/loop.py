@@ -1,0 +1,66 @@
+"""What every batching consume loop shares: micro-batches bounded by size and wait, and the
+retry of transient failures with backoff."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+
+__all__ = ["next_batch", "with_retries"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def next_batch(
+    consumer: Consumer, batch_size: int, batch_wait_s: float, stop: threading.Event
+) -> list[Message]:
+    """Up to batch_size messages, waiting at most batch_wait_s once the first one is in.
+    A fatal consumer error raises; partition EOFs are skipped; other errors are logged."""
+    batch: list[Message] = []
+    deadline = time.monotonic() + batch_wait_s
+    while len(batch) < batch_size and not stop.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 and batch:
+            break
+        timeout = max(remaining, 0.05) if batch else 0.5
+        for msg in consumer.consume(batch_size - len(batch), timeout):
+            err = msg.error()
+            if err is None:
+                batch.append(msg)
+            elif err.fatal():
+                raise KafkaException(err)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer: %s", err)
+    return batch
+
+
+def with_retries(
+    call: Callable[[], T],
+    stop: threading.Event,
+    *,
+    max_retry_s: float,
+    on_retry: Callable[[], None] | None = None,
+) -> T:
+    """Transient failures (Milvus away, a timeout) are retried, never dead-lettered; past
+    max_retry_s the error propagates and the process exits so the orchestrator restarts it,
+    with the batch's offsets not stored."""
+    delay, waited = 0.5, 0.0
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if waited >= max_retry_s or stop.is_set():
+                raise
+            if on_retry is not None:
+                on_retry()
+            log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 10.0)
