@@ -13,8 +13,9 @@
 #   TORCH_CUDA_INDEX  optional, for TORCH_VARIANT=cuda: a PyTorch index that pins one CUDA
 #                     version (for example .../whl/cu128); empty means the default index.
 #   MODEL_DIR         a folder in the build context copied to /models in the image: bake the
-#                     weights of the "clip" encoder backend into the image by putting them under
-#                     models/ and passing MODEL_DIR=models. The default copies an empty folder;
+#                     weights of the "clip" encoder backend into the image by putting the
+#                     checkpoint folder under models/ (models/clip-vit-b-32/) and passing
+#                     MODEL_DIR=models. The default copies a folder with only a note in it;
 #                     the "offline" backend needs nothing here (its weights ship in pip packages).
 #                     Weights can instead be mounted at /models at run time (docker-compose.yml,
 #                     k8s/components/clip-weights).
@@ -39,7 +40,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-WORKDIR /src
+# The code lives in /app in both stages: it is installed in editable mode, so the paths it
+# derives from its own location (the demo catalogue in /app/data) hold in the image too.
+WORKDIR /app
 
 # Dependencies first, in their own layer, so a change of the code does not reinstall torch.
 COPY pyproject.toml README.md ./
@@ -60,7 +63,7 @@ RUN set -eu; \
 COPY shopvec ./shopvec
 COPY schemas ./schemas
 COPY workers ./workers
-RUN pip install --no-deps . && python -c "import shopvec.settings, schemas.wire"
+RUN pip install --no-deps -e . && python -c "import shopvec.settings, schemas.wire, workers"
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -78,6 +81,7 @@ RUN set -eu; \
       --shell /usr/sbin/nologin shopvec
 
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /app /app
 
 WORKDIR /app
 # The demo catalogue, so that `shopvec demo` works inside the stack.

@@ -22,7 +22,14 @@ from schemas.search import (
     SearchRequest,
     SearchResult,
 )
-from schemas.user_event import EventContext, EventType, ForgetUser, UserEvent
+from schemas.user_event import (
+    EventContext,
+    EventType,
+    ForgetUser,
+    UserEvent,
+    UserEventMessage,
+    parse_user_event,
+)
 from schemas.wire import (
     DEFAULT_TOPICS,
     HEADER_CONTENT_TYPE,
@@ -56,5 +63,7 @@ __all__ = [
     "SearchRequest",
     "SearchResult",
     "UserEvent",
+    "UserEventMessage",
     "parse_product_event",
+    "parse_user_event",
 ]

@@ -21,8 +21,9 @@ __all__ = [
 
 MAX_TOP_K = 200
 
-Scenario = Literal["auto", "image2image", "text2image", "text2product", "cross"]
-"""auto: image2image for a photo alone, text2product for words alone, cross for both."""
+Scenario = Literal["auto", "image2image", "text2image", "text2product", "cross", "recommend"]
+"""auto: image2image for a photo alone, text2product for words alone, cross for both, and
+recommend for a user id alone (products for that user, no query)."""
 
 
 class SearchFilters(Contract):
@@ -50,8 +51,11 @@ class SearchRequest(Contract):
 
     @model_validator(mode="after")
     def _has_query(self) -> SearchRequest:
-        if not (self.text and self.text.strip()) and not self.image_base64 and not self.image_url:
-            raise ValueError("a search needs text, an image, or both")
+        has_query = bool(self.text and self.text.strip()) or self.has_image
+        if not has_query and not self.user_id:
+            raise ValueError("a search needs text, an image, or both (or a user_id alone)")
+        if self.scenario == "recommend" and (has_query or not self.user_id):
+            raise ValueError("a recommendation takes a user_id and no text or image")
         if self.image_base64 and self.image_url:
             raise ValueError("give the image inline or by URL, not both")
         return self
@@ -64,6 +68,8 @@ class SearchRequest(Contract):
         if self.scenario != "auto":
             return self.scenario
         has_text = bool(self.text and self.text.strip())
+        if not has_text and not self.has_image:
+            return "recommend"
         if self.has_image and has_text:
             return "cross"
         return "image2image" if self.has_image else "text2product"

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from schemas._base import Contract, UtcDatetime
 
-__all__ = ["EventContext", "EventType", "ForgetUser", "UserEvent"]
+__all__ = [
+    "EventContext",
+    "EventType",
+    "ForgetUser",
+    "UserEvent",
+    "UserEventMessage",
+    "parse_user_event",
+]
 
 EventType = Literal["view", "click", "add_to_cart", "remove_from_cart", "wishlist", "purchase"]
 
@@ -40,3 +47,14 @@ class ForgetUser(Contract):
     event_id: str = Field(min_length=1, max_length=128)
     user_id: str = Field(min_length=1, max_length=256)
     timestamp: UtcDatetime
+
+
+UserEventMessage = Annotated[UserEvent | ForgetUser, Field(discriminator="kind")]
+"""What the user-events topic carries: an interaction or a forget-user request."""
+
+_adapter: TypeAdapter[UserEvent | ForgetUser] = TypeAdapter(UserEventMessage)
+
+
+def parse_user_event(data: bytes | str) -> UserEvent | ForgetUser:
+    """Validates one user-events body; raises pydantic.ValidationError with the reason."""
+    return _adapter.validate_json(data)

@@ -8,7 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from shopvec.evaluation_cli import add_bench_encoder_arguments
+from shopvec.evaluation_cli import add_commands as add_evaluation_commands
 from shopvec.settings import Settings
+from shopvec.stack import WORKERS
 
 __all__ = ["main"]
 
@@ -87,6 +90,20 @@ def _cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if reply.error else 0
 
 
+def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.what == "encoders":
+        from shopvec.evaluation_cli import cmd_bench_encoders
+
+        return cmd_bench_encoders(settings, args)
+    from shopvec.evaluation.behaviour_bench import bench_behaviour, render_bench
+
+    cache = args.cache or settings.stack.home / "datasets"
+    cache.mkdir(parents=True, exist_ok=True)
+    result = bench_behaviour(cache, settings.behaviour, encoder=args.encoder)
+    print(render_bench(result, as_json=args.json))
+    return 0
+
+
 def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from shopvec.demo import run_demo
 
@@ -119,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start the embedded broker, Milvus Lite and the workers")
     up.add_argument("--no-workers", action="store_true")
-    up.add_argument("--workers", nargs="*", default=["indexer", "query"])
+    up.add_argument("--workers", nargs="*", default=list(WORKERS))
     up.set_defaults(func=_cmd_up)
     sub.add_parser("down", help="stop what `up` started").set_defaults(func=_cmd_down)
     sub.add_parser("status", help="what `up` started").set_defaults(func=_cmd_status)
@@ -140,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--scenario",
         default="auto",
-        choices=["auto", "image2image", "text2image", "text2product", "cross"],
+        choices=["auto", "image2image", "text2image", "text2product", "cross", "recommend"],
     )
     s.add_argument("--category")
     s.add_argument("--brand")
@@ -150,6 +167,19 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--html", help="also write a page of result thumbnails")
     s.add_argument("--timeout", type=float, default=15.0)
     s.set_defaults(func=_cmd_search)
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure: next-item prediction from user behaviour; encoder throughput",
+    )
+    bench.add_argument("what", choices=["behaviour", "encoders"])
+    bench.add_argument("--dataset", choices=["ml-100k"], default="ml-100k")
+    bench.add_argument("--encoder", choices=["offline", "hashing"], default="offline")
+    bench.add_argument("--cache", type=Path, help="where the data set is kept")
+    bench.add_argument("--json", action="store_true")
+    add_bench_encoder_arguments(bench)
+    bench.set_defaults(func=_cmd_bench)
+    add_evaluation_commands(sub)
 
     demo = sub.add_parser("demo", help="start the stack, index the sample catalogue, search it")
     demo.add_argument("--stop", action="store_true", help="stop the stack at the end")
@@ -168,8 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = Settings()
     configure_logging("DEBUG" if args.verbose else "WARNING", json_lines=False)
-    if args.command == "search" and not args.text and not args.image:
-        print("give words, --image, or both", file=sys.stderr)
+    if args.command == "search" and not args.text and not args.image and not args.user:
+        print("give words, --image, or both; or --user alone for recommendations", file=sys.stderr)
         return 2
     try:
         return int(args.func(settings, args))

@@ -8,11 +8,13 @@ only the replies whose correlation id it is waiting for.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import logging
 import threading
 import uuid
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from shopvec.kafka.admin import create_topic, delete_topics
 from shopvec.kafka.config import common_config, producer_config
 from shopvec.settings import Settings
 
-__all__ = ["SearchClient", "SearchTimeout"]
+__all__ = ["AsyncSearchClient", "SearchClient", "SearchTimeout"]
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,11 @@ class SearchClient:
         *,
         reply_topic: str | None = None,
         timeout_s: float = 10.0,
+        retries: int = 0,
     ) -> None:
         self._settings = settings
         self._timeout_s = timeout_s
+        self._retries = retries
         self._private = reply_topic is None
         self.reply_topic = reply_topic or f"{settings.topics.search_replies}.{uuid.uuid4().hex}"
         self._pending: dict[str, Future[SearchReply]] = {}
@@ -86,8 +90,10 @@ class SearchClient:
                 continue
             with self._lock:
                 future = self._pending.pop(reply.request_id, None)
-            if future is not None and not future.done():
-                future.set_result(reply)
+            if future is not None:
+                # An asyncio caller that timed out may have cancelled it meanwhile.
+                with contextlib.suppress(InvalidStateError):
+                    future.set_result(reply)
 
     def send(self, request: SearchRequest) -> Future[SearchReply]:
         """Sends without waiting; the future resolves with the reply."""
@@ -110,46 +116,65 @@ class SearchClient:
         self._producer.flush(self._timeout_s)
         return future
 
-    def request(self, request: SearchRequest, timeout_s: float | None = None) -> SearchReply:
-        future = self.send(request)
-        try:
-            return future.result(timeout_s or self._timeout_s)
-        except FutureTimeout:
-            with self._lock:
-                self._pending.pop(request.request_id, None)
-            raise SearchTimeout(
-                f"no reply to {request.request_id} within {timeout_s or self._timeout_s}s"
-            ) from None
+    def request(
+        self, request: SearchRequest, timeout_s: float | None = None, retries: int | None = None
+    ) -> SearchReply:
+        """Sends and waits; on a timeout sends the same request again (same id: a late reply
+        to the first send answers it just as well), `retries` times."""
+        timeout = timeout_s or self._timeout_s
+        attempts = 1 + (self._retries if retries is None else retries)
+        for _ in range(attempts):
+            future = self.send(request)
+            try:
+                return future.result(timeout / attempts)
+            except FutureTimeout:
+                continue
+        with self._lock:
+            self._pending.pop(request.request_id, None)
+        raise SearchTimeout(f"no reply to {request.request_id} within {timeout}s")
 
-    def search(
+    def build_request(
         self,
         text: str | None = None,
         *,
         image: bytes | str | Path | None = None,
         image_url: str | None = None,
         top_k: int = 10,
+        offset: int = 0,
         filters: SearchFilters | dict[str, Any] | None = None,
         scenario: str = "auto",
         user_id: str | None = None,
+        like_product_id: str | None = None,
         explain: bool = False,
-        timeout_s: float | None = None,
-    ) -> SearchReply:
+        deadline_ms: int | None = None,
+    ) -> SearchRequest:
         if isinstance(image, str | Path):
             image = Path(image).read_bytes()
-        request = SearchRequest.model_validate(
-            {
-                "request_id": uuid.uuid4().hex,
-                "text": text,
-                "image_base64": base64.b64encode(image).decode() if image else None,
-                "image_url": image_url,
-                "top_k": top_k,
-                "filters": filters,
-                "scenario": scenario,
-                "user_id": user_id,
-                "explain": explain,
-            }
-        )
-        return self.request(request, timeout_s)
+        body: dict[str, Any] = {
+            "request_id": uuid.uuid4().hex,
+            "text": text,
+            "image_base64": base64.b64encode(image).decode() if image else None,
+            "image_url": image_url,
+            "top_k": top_k,
+            "offset": offset,
+            "filters": filters,
+            "scenario": scenario,
+            "user_id": user_id,
+            "explain": explain,
+        }
+        # Newer request fields are only sent when used, so older workers keep accepting.
+        if like_product_id is not None:
+            body["like_product_id"] = like_product_id
+        if deadline_ms is not None:
+            body["deadline_ms"] = deadline_ms
+        return SearchRequest.model_validate(body)
+
+    def search(
+        self, text: str | None = None, *, timeout_s: float | None = None, **fields: Any
+    ) -> SearchReply:
+        """Keyword arguments as for build_request: image, image_url, top_k, offset, filters,
+        scenario, user_id, like_product_id, explain, deadline_ms."""
+        return self.request(self.build_request(text, **fields), timeout_s)
 
     def close(self) -> None:
         self._stop.set()
@@ -167,3 +192,47 @@ class SearchClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class AsyncSearchClient:
+    """The same client for asyncio code: many searches in flight from one event loop.
+
+    async with AsyncSearchClient(settings) as client:
+        replies = await asyncio.gather(*(client.search(q) for q in queries))
+    """
+
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        self._options = options
+        self._settings = settings
+        self._client: SearchClient | None = None
+
+    async def __aenter__(self) -> AsyncSearchClient:
+        # Creating the reply topic is a blocking admin call: keep it off the event loop.
+        self._client = await asyncio.to_thread(SearchClient, self._settings, **self._options)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._client is not None:
+            await asyncio.to_thread(self._client.close)
+
+    async def request(self, request: SearchRequest, timeout_s: float | None = None) -> SearchReply:
+        assert self._client is not None, "use `async with AsyncSearchClient(...)`"
+        client = self._client
+        timeout = timeout_s or client._timeout_s
+        attempts = 1 + client._retries
+        for _ in range(attempts):
+            future = await asyncio.to_thread(client.send, request)
+            try:
+                return await asyncio.wait_for(asyncio.wrap_future(future), timeout / attempts)
+            except TimeoutError:
+                continue
+        raise SearchTimeout(f"no reply to {request.request_id} within {timeout}s")
+
+    def build_request(self, text: str | None = None, **fields: Any) -> SearchRequest:
+        assert self._client is not None, "use `async with AsyncSearchClient(...)`"
+        return self._client.build_request(text, **fields)
+
+    async def search(
+        self, text: str | None = None, *, timeout_s: float | None = None, **fields: Any
+    ) -> SearchReply:
+        return await self.request(self.build_request(text, **fields), timeout_s)

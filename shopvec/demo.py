@@ -59,7 +59,7 @@ def wait_indexed(settings: Settings, ids: list[str], timeout_s: float = 900.0) -
 
 def run_demo(settings: Settings, *, keep_running: bool = True) -> int:
     stack = EmbeddedStack(settings)
-    print("Starting the embedded stack (Tansu broker, Milvus Lite, indexer and query workers)")
+    print("Starting the embedded stack (Tansu broker, Milvus Lite, indexer, query, behaviour)")
     stack.up()
     try:
         products = list(myntra_products(DEMO_CATALOG))

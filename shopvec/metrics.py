@@ -73,6 +73,9 @@ class QueryMetrics:
             "Requests with no reply topic, dead-lettered",
             registry=r,
         )
+        self.expired = Counter(
+            "shopvec_query_expired", "Requests too old to answer, dropped", registry=r
+        )
         self.latency_seconds = Histogram(
             "shopvec_query_seconds", "From consume to reply produced", registry=r
         )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 from shopvec.encoders.base import Encoder
 from shopvec.fusion import Fusion
@@ -12,14 +13,22 @@ from shopvec.store.base import CollectionSpec
 from shopvec.store.milvus import MilvusProductStore
 
 if TYPE_CHECKING:
-    from shopvec.indexing import IndexerService
+    from collections.abc import Callable
+
+    from pymilvus import MilvusClient
+
+    from shopvec.behaviour import BehaviourMetrics, BehaviourService, Personaliser
+    from shopvec.indexing import IndexerService, IndexOutcome
     from shopvec.metrics import IndexerMetrics, QueryMetrics
     from shopvec.search import QueryWorker, SearchService
 
 __all__ = [
+    "attach_product_store",
+    "build_behaviour_service",
     "build_encoder",
     "build_fusion",
     "build_indexer_service",
+    "build_personaliser",
     "build_query_worker",
     "build_search_service",
     "build_store",
@@ -30,6 +39,17 @@ log = logging.getLogger(__name__)
 
 
 def build_encoder(settings: Settings) -> Encoder:
+    encoder = _build_base_encoder(settings)
+    if settings.encoder.alignment_path:
+        from shopvec.encoders.alignment import AlignedEncoder, load_alignment
+
+        alignment = load_alignment(settings.encoder.alignment_path)
+        log.info("photos aligned to words by %s", settings.encoder.alignment_path)
+        return AlignedEncoder(encoder, alignment)
+    return encoder
+
+
+def _build_base_encoder(settings: Settings) -> Encoder:
     enc = settings.encoder
     if enc.backend == "clip":
         from shopvec.encoders.clip import ClipFamilyEncoder
@@ -83,7 +103,11 @@ def build_store(settings: Settings, spec: CollectionSpec) -> MilvusProductStore:
 
 
 def build_indexer_service(
-    settings: Settings, encoder: Encoder | None = None, *, group_id: str | None = None
+    settings: Settings,
+    encoder: Encoder | None = None,
+    *,
+    group_id: str | None = None,
+    on_batch: Callable[[IndexOutcome], None] | None = None,
 ) -> tuple[IndexerService, IndexerMetrics]:
     """The indexer as its worker runs it; tests build the same thing in a thread."""
     from confluent_kafka import Consumer, Producer
@@ -108,6 +132,7 @@ def build_indexer_service(
         metrics=metrics,
         batch_size=settings.indexer.batch_size,
         batch_wait_s=settings.indexer.batch_wait_ms / 1000,
+        on_batch=on_batch,
     )
     return service, metrics
 
@@ -121,7 +146,12 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
     store = build_store(settings, collection_spec(settings, encoder, fusion))
     store.ensure()
     return SearchService(
-        encoder, store, fusion, ImageLoader(settings.images), max_top_k=settings.query.max_top_k
+        encoder,
+        store,
+        fusion,
+        ImageLoader(settings.images),
+        max_top_k=settings.query.max_top_k,
+        personaliser=build_personaliser(settings, store),
     )
 
 
@@ -141,8 +171,9 @@ def build_query_worker(
             consumer_config(
                 settings,
                 group_id or settings.query.group_id,
-                # A search nobody waited for is worth nothing: start at the end, not replay.
-                **{"auto.offset.reset": "latest"},
+                # Earliest, so a partition that changes hands in a rebalance before its first
+                # commit loses no request; requests older than max_request_age_s are dropped.
+                **{"auto.offset.reset": "earliest"},
             )
         ),
         producer=producer,
@@ -153,5 +184,93 @@ def build_query_worker(
         metrics=metrics,
         batch_size=settings.query.batch_size,
         batch_wait_s=settings.query.batch_wait_ms / 1000,
+        max_request_age_s=settings.query.max_request_age_s,
     )
     return worker, metrics
+
+
+# -- user behaviour ---------------------------------------------------------------------------
+
+
+def _milvus_client(settings: Settings) -> MilvusClient:
+    from pymilvus import MilvusClient
+
+    m = settings.milvus
+    return MilvusClient(
+        uri=settings.milvus_uri(),
+        token=m.token.get_secret_value() if m.token else "",
+        db_name=m.db_name,
+        timeout=m.timeout_s,
+    )
+
+
+def _behaviour_parts(
+    settings: Settings, products: MilvusProductStore, client: MilvusClient
+) -> tuple[Any, Any, Any]:
+    from shopvec.behaviour import MilvusStatsStore, MilvusUserStore, Pseudonymiser
+    from shopvec.behaviour.milvus import counts_collection
+
+    m, b = settings.milvus, settings.behaviour
+    users = MilvusUserStore(
+        client, m.users_collection, products.spec.fused_dim, timeout_s=m.timeout_s
+    )
+    stats = MilvusStatsStore(client, counts_collection(m.users_collection), timeout_s=m.timeout_s)
+    users.ensure()
+    stats.ensure()
+    return users, stats, Pseudonymiser(b.pseudonym_key, b.previous_pseudonym_keys)
+
+
+def build_personaliser(settings: Settings, products: MilvusProductStore) -> Personaliser:
+    """Personalised ranking for the query worker, on the users collection and its counts."""
+    from shopvec.behaviour import Personaliser
+
+    users, stats, pseudonyms = _behaviour_parts(settings, products, _milvus_client(settings))
+    return Personaliser(users, stats, products, pseudonyms, settings.behaviour)
+
+
+def attach_product_store(settings: Settings, wait_s: float = 600.0) -> MilvusProductStore:
+    """The products collection as the indexer made it, read from Milvus with no encoder
+    loaded; waits for it (the indexer creates it at start)."""
+    from shopvec.store.milvus import spec_from_collection
+
+    client = _milvus_client(settings)
+    m = settings.milvus
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            spec = spec_from_collection(client, m.collection, timeout_s=m.timeout_s)
+            break
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.info("waiting for the products collection %s: %s", m.collection, exc)
+            time.sleep(2.0)
+    return MilvusProductStore(client, spec, timeout_s=m.timeout_s, search_ef=m.search_ef)
+
+
+def build_behaviour_service(
+    settings: Settings, *, group_id: str | None = None
+) -> tuple[BehaviourService, BehaviourMetrics]:
+    """The behaviour worker: user events in, taste vectors and shared counts in Milvus."""
+    from confluent_kafka import Consumer, Producer
+
+    from shopvec.behaviour import BehaviourEngine, BehaviourMetrics, BehaviourService
+    from shopvec.kafka import DeadLetterSink, consumer_config, producer_config
+
+    b = settings.behaviour
+    products = attach_product_store(settings)
+    users, stats, pseudonyms = _behaviour_parts(settings, products, products.client)
+    metrics = BehaviourMetrics()
+    service = BehaviourService(
+        consumer=Consumer(consumer_config(settings, group_id or b.group_id)),
+        topic=settings.topics.user_events,
+        engine=BehaviourEngine(users, stats, products, pseudonyms, b),
+        dead_letters=DeadLetterSink(
+            Producer(producer_config(settings)), settings.topics.dead_letters, "behaviour"
+        ),
+        metrics=metrics,
+        batch_size=b.batch_size,
+        batch_wait_s=b.batch_wait_ms / 1000,
+        expiry_interval_s=b.expiry_interval_s,
+    )
+    return service, metrics

@@ -22,6 +22,7 @@ from schemas.wire import (
 )
 
 __all__ = [
+    "BehaviourSettings",
     "EncoderSettings",
     "ImageFetchSettings",
     "IndexerSettings",
@@ -111,6 +112,11 @@ class EncoderSettings(BaseModel):
     fusion: Literal["weighted", "concat", "attention"] = "weighted"
     image_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     metric: Literal["COSINE", "L2"] = "COSINE"
+    alignment_path: str | None = Field(
+        default=None,
+        description="a photo-to-words alignment head saved by `shopvec align fit` (empty or "
+        "unset: none); it must have been fitted on this encoder's version",
+    )
 
 
 class ImageFetchSettings(BaseModel):
@@ -137,6 +143,67 @@ class QuerySettings(BaseModel):
     batch_size: int = Field(default=16, ge=1)
     batch_wait_ms: int = Field(default=2, ge=0)
     max_top_k: int = Field(default=100, ge=1)
+    max_request_age_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="requests older than this are dropped unanswered: their clients gave up",
+    )
+
+
+class BehaviourSettings(BaseModel):
+    """User behaviour: taste vectors, co-occurrence, popularity and personalised ranking."""
+
+    group_id: str = "shopvec-behaviour"
+    batch_size: int = Field(default=256, ge=1)
+    batch_wait_ms: int = Field(default=200, ge=0)
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "view": 0.5,
+            "click": 1.0,
+            "add_to_cart": 3.0,
+            "remove_from_cart": -1.0,
+            "wishlist": 2.0,
+            "purchase": 5.0,
+        },
+        description="how much each event type moves a user's taste vector (negative: away)",
+    )
+    half_life_hours: float = Field(
+        default=24.0 * 14, gt=0, description="taste vectors and popularity halve in this time"
+    )
+    pseudonym_key: SecretStr = Field(
+        default=SecretStr("shopvec-development-key-change-me"),
+        description="HMAC-SHA256 key that turns user ids into pseudonyms before anything is "
+        "stored or logged",
+    )
+    previous_pseudonym_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="keys rotated out: still accepted for lookup and forget; a user found under "
+        "one moves to the current key on their next event",
+    )
+    inactive_ttl_days: float = Field(
+        default=365.0, gt=0, description="users with no event for this long are dropped"
+    )
+    expiry_interval_s: float = Field(default=300.0, gt=0)
+    recent_event_ids: int = Field(
+        default=256, ge=8, description="event ids remembered per user, so a replay counts once"
+    )
+    cf_window: int = Field(
+        default=50, ge=2, description="a user's last distinct items that co-occur with each other"
+    )
+    cf_neighbours: int = Field(
+        default=100, ge=1, description="co-occurring items kept per item (bounded storage)"
+    )
+    popular_per_category: int = Field(default=200, ge=1)
+    rerank_factor: int = Field(
+        default=3, ge=1, description="a personalised search ranks top_k x this many candidates"
+    )
+    # Chosen on the validation split of `shopvec bench behaviour` (docs/behaviour.md).
+    weight_query: float = Field(default=1.0, ge=0)
+    weight_taste: float = Field(default=0.1, ge=0)
+    weight_cf: float = Field(default=1.0, ge=0)
+    weight_popularity: float = Field(
+        default=0.3, ge=0, description="recommendations only; searches are ranked by the query"
+    )
 
 
 class OpsSettings(BaseModel):
@@ -164,6 +231,7 @@ class Settings(BaseSettings):
     images: ImageFetchSettings = Field(default_factory=ImageFetchSettings)
     indexer: IndexerSettings = Field(default_factory=IndexerSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
+    behaviour: BehaviourSettings = Field(default_factory=BehaviourSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
     log_level: str = "INFO"

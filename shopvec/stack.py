@@ -29,7 +29,7 @@ __all__ = ["EmbeddedStack", "ManagedProcess", "StackError", "tansu_binary"]
 
 log = logging.getLogger(__name__)
 
-WORKERS = ("indexer", "query")
+WORKERS = ("indexer", "query", "behaviour")
 
 # Children started by this process, kept so they can be reaped (no zombies) when stopped here.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}

@@ -2,6 +2,7 @@
 
 python -m workers.indexer
 python -m workers.query
+python -m workers.behaviour
 """
 
 __all__: list[str] = []

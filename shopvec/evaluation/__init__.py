@@ -1,8 +1,11 @@
 """Offline retrieval evaluation: data sets on disk, ranking metrics, chance levels and reports.
 
-The parts here are pure: they read and write files and compute numbers, but start no broker,
-store or encoder. Running queries against the index is left to the caller. Converters of
-particular sources (``shopvec.evaluation.myntra``) are imported by name, being also commands.
+The parts exported here are pure: they read and write files and compute numbers, but start no
+broker, store or encoder. The parts that do are imported by name: ``runner`` (a data set
+through the indexer, the store and the search service), ``stores`` (Milvus Lite for it),
+``outcome`` (its config and report), ``cache`` (vectors kept by content), ``align`` (fitting and measuring the photo-to-words
+alignment), ``throughput`` (encoder speed), and the converters of particular sources
+(``myntra``).
 """
 
 from shopvec.evaluation.dataset import (

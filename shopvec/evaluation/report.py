@@ -88,18 +88,28 @@ def plot_bars(
     *,
     metrics: Sequence[str] | None = None,
     title: str | None = None,
+    columns: int | None = None,
 ) -> Path:
     """Grouped bars, one panel a scenario: metrics along x, one bar a method, chance as a dash.
 
-    Draws on a bare ``Figure`` with the Agg canvas, so no pyplot state or display is involved.
+    Panels sit in one row, or in rows of ``columns``. Draws on a bare ``Figure`` with the Agg
+    canvas, so no pyplot state or display is involved.
     """
     path = Path(path)
     scenarios = list(results)
     if not scenarios:
         raise ValueError("nothing to plot: no scenarios")
-    figure = Figure(figsize=(max(6.0, 4.5 * len(scenarios)), 4.2), layout="constrained")
+    across = min(columns or len(scenarios), len(scenarios))
+    down = -(-len(scenarios) // across)
+    figure = Figure(
+        figsize=(max(6.0, 4.5 * across), 4.2 if down == 1 else 0.8 + 3.4 * down),
+        layout="constrained",
+    )
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, len(scenarios), sharey=True, squeeze=False)[0]
+    grid = figure.subplots(down, across, sharey=True, squeeze=False)
+    axes = [ax for row in grid for ax in row][: len(scenarios)]
+    for spare in [ax for row in grid for ax in row][len(scenarios) :]:
+        spare.set_visible(False)
     # A method keeps its colour in every panel.
     every_method = dict.fromkeys(m for methods in results.values() for m in methods)
     colour = {m: f"C{i % 10}" for i, m in enumerate(every_method)}
@@ -130,7 +140,8 @@ def plot_bars(
         ax.set_ylim(0, 1)
         ax.set_title(scenario)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("score")
+    for row in grid:
+        row[0].set_ylabel("score")
     # One legend for all panels, below them, so that it hides no bar.
     entries: dict[str, Artist] = {}
     for ax in axes:

@@ -5,6 +5,10 @@ Which field a scenario searches:
 - text2image: image_vec with the words' joint vector (products with a photo, whatever their
   titles say);
 - text2product and cross: fused_vec with the fused query (words, photo, or both).
+
+With a personaliser, a request that carries a user id is re-ranked for that user (top_k times
+its rerank factor candidates, see shopvec.behaviour.personalise), and a user id with no query is
+a recommendation. Without a user id nothing changes.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +28,9 @@ from shopvec.encoders.base import Encoder
 from shopvec.fusion import Fusion
 from shopvec.indexing.pipeline import ImageSource
 from shopvec.store.base import Hit, ProductStore, SearchFilter, VectorField
+
+if TYPE_CHECKING:
+    from shopvec.behaviour.personalise import Personaliser, Ranked
 
 __all__ = ["SearchService", "filters_from_request"]
 
@@ -49,6 +56,7 @@ _SCENARIO_FIELD: dict[str, VectorField] = {
     "text2image": "image_vec",
     "text2product": "fused_vec",
     "cross": "fused_vec",
+    "recommend": "fused_vec",
 }
 
 
@@ -72,12 +80,14 @@ class SearchService:
         images: ImageSource,
         *,
         max_top_k: int = 100,
+        personaliser: Personaliser | None = None,
     ) -> None:
         self._encoder = encoder
         self._store = store
         self._fusion = fusion
         self._images = images
         self._max_top_k = max_top_k
+        self._personaliser = personaliser
 
     def search_many(self, requests: Sequence[SearchRequest]) -> list[SearchReply]:
         started = time.perf_counter()
@@ -110,6 +120,8 @@ class SearchService:
             plan.error = SearchError(kind="invalid_request", message=f"{scenario} needs text")
         elif needs_image and not request.has_image:
             plan.error = SearchError(kind="invalid_request", message=f"{scenario} needs an image")
+        elif scenario == "recommend" and self._personaliser is None:
+            plan.error = SearchError(kind="unsupported", message="no recommendations here")
         elif request.top_k + request.offset > self._max_top_k:
             plan.error = SearchError(
                 kind="invalid_request",
@@ -149,6 +161,8 @@ class SearchService:
 
     def _search(self, plan: _Plan, started: float) -> SearchReply:
         request = plan.request
+        if plan.scenario == "recommend":
+            return self._recommend(plan, started)
         if plan.field == "visual_vec":
             query = plan.photo_visual
         elif plan.field == "image_vec":
@@ -157,13 +171,46 @@ class SearchService:
             query = self._fusion.query_vector(plan.text, plan.photo_joint)
         assert query is not None
         limit = request.top_k + request.offset
+        user = request.user_id
+        personaliser = self._personaliser if user is not None else None
+        fetch = limit * personaliser.rerank_factor if personaliser is not None else limit
         hits = self._store.search(
-            plan.field, query[None, :], limit, filters_from_request(request, plan.field)
+            plan.field, query[None, :], fetch, filters_from_request(request, plan.field)
         )[0]
+        if personaliser is not None and user is not None:
+            ranked = personaliser.rerank(user, hits)
+            if ranked is not None:
+                return self._reply(plan, ranked[:limit], started)
         results = [
             _result(hit, rank, plan, request.explain)
-            for rank, hit in enumerate(hits[request.offset :], start=request.offset + 1)
+            for rank, hit in enumerate(hits[request.offset : limit], start=request.offset + 1)
         ]
+        return SearchReply(
+            request_id=request.request_id,
+            scenario=plan.scenario,
+            results=results,
+            took_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    # -- personalised (see shopvec.behaviour) --------------------------------------------------
+
+    def _recommend(self, plan: _Plan, started: float) -> SearchReply:
+        request = plan.request
+        assert self._personaliser is not None and request.user_id is not None
+        ranked = self._personaliser.recommend(
+            request.user_id,
+            request.top_k + request.offset,
+            filters_from_request(request, plan.field),
+        )
+        return self._reply(plan, ranked, started)
+
+    def _reply(self, plan: _Plan, ranked: Sequence[Ranked], started: float) -> SearchReply:
+        request = plan.request
+        results = []
+        for rank, r in enumerate(ranked[request.offset :], start=request.offset + 1):
+            plain = _result(r.hit, rank, plan, request.explain)
+            explanation = {**(plain.explanation or {}), **r.explanation}
+            results.append(plain.model_copy(update={"score": r.score, "explanation": explanation}))
         return SearchReply(
             request_id=request.request_id,
             scenario=plan.scenario,

@@ -13,7 +13,14 @@ import logging
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+)
 from pydantic import ValidationError
 
 from schemas.search import SearchError, SearchReply, SearchRequest
@@ -55,6 +62,7 @@ class QueryWorker:
         metrics: QueryMetrics,
         batch_size: int = 16,
         batch_wait_s: float = 0.002,
+        max_request_age_s: float = 30.0,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -65,6 +73,7 @@ class QueryWorker:
         self._metrics = metrics
         self._batch_size = batch_size
         self._batch_wait_s = batch_wait_s
+        self._max_age_ms = max_request_age_s * 1000
         self.ready = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
@@ -92,7 +101,14 @@ class QueryWorker:
     def _handle(self, msgs: list[Message]) -> None:
         started = time.perf_counter()
         requests: list[tuple[Message, SearchRequest]] = []
+        now_ms = time.time() * 1000
         for msg in msgs:
+            kind, stamp = msg.timestamp()
+            if kind != TIMESTAMP_NOT_AVAILABLE and now_ms - stamp > self._max_age_ms:
+                # The group starts new partitions at the earliest offset so that no request
+                # is skipped in a rebalance; what its client has long given up on is dropped.
+                self._metrics.expired.inc()
+                continue
             try:
                 requests.append((msg, SearchRequest.from_bytes(msg.value() or b"")))
             except ValidationError as exc:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
+from shopvec.encoders.base import EncoderInfo
 from shopvec.similarity import score_from_distance
 from shopvec.store.base import (
     SCALAR_OUTPUT_FIELDS,
@@ -25,7 +26,7 @@ from shopvec.store.base import (
     VectorField,
 )
 
-__all__ = ["MilvusProductStore", "filter_expression"]
+__all__ = ["MilvusProductStore", "filter_expression", "spec_from_collection"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,33 @@ def filter_expression(flt: SearchFilter | None) -> str:
     if flt.exclude_ids:
         parts.append(f"id not in {_literal(list(flt.exclude_ids))}")
     return " and ".join(parts)
+
+
+def spec_from_collection(
+    client: MilvusClient, alias: str, *, timeout_s: float = 15.0
+) -> CollectionSpec:
+    """The spec of the collection an alias points at, read from Milvus (its properties and
+    dimensions), for readers that load no encoder. Raises if the alias is missing."""
+    desc = client.describe_collection(alias, timeout=timeout_s)
+    props = desc.get("properties") or {}
+    dims = {
+        f["name"]: int(f["params"]["dim"]) for f in desc["fields"] if f["name"] in VECTOR_FIELDS
+    }
+    spec = CollectionSpec(
+        alias=alias,
+        encoder=EncoderInfo(
+            props["shopvec.encoder_id"],
+            props["shopvec.encoder_version"],
+            joint_dim=dims["text_vec"],
+            visual_dim=dims["visual_vec"],
+        ),
+        fusion_key=props["shopvec.fusion"],
+        fused_dim=dims["fused_vec"],
+        metric=props["shopvec.metric"],
+    )
+    if spec.name != desc["collection_name"]:
+        raise RuntimeError(f"{alias} -> {desc['collection_name']} is not a shopvec collection")
+    return spec
 
 
 class MilvusProductStore:
@@ -98,6 +126,10 @@ class MilvusProductStore:
     def collection(self) -> str:
         return self._spec.name
 
+    @property
+    def client(self) -> MilvusClient:
+        return self._client
+
     def close(self) -> None:
         self._client.close()
 
@@ -121,12 +153,25 @@ class MilvusProductStore:
                 if not self._alias_exists():
                     raise
 
+    def point_alias_here(self) -> None:
+        """Switches the alias to this collection (readers of the alias move at once)."""
+        if self._alias_exists():
+            self._client.alter_alias(self._spec.name, self._spec.alias, timeout=self._timeout)
+        else:
+            self._client.create_alias(self._spec.name, self._spec.alias, timeout=self._timeout)
+        log.info("alias %s -> %s", self._spec.alias, self._spec.name)
+
+    def alias_target(self) -> str | None:
+        if not self._alias_exists():
+            return None
+        desc = self._client.describe_alias(self._spec.alias, timeout=self._timeout)
+        return str(desc["collection_name"])
+
     def _alias_exists(self) -> bool:
-        try:
-            self._client.describe_alias(self._spec.alias, timeout=self._timeout)
-        except Exception:  # pymilvus raises a generic MilvusException for "not found"
-            return False
-        return True
+        # Listing, not describe_alias: pymilvus logs a "not found" as an error before raising.
+        return self._spec.alias in self._client.list_aliases(timeout=self._timeout).get(
+            "aliases", []
+        )
 
     def _create(self, name: str) -> None:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -215,8 +260,11 @@ class MilvusProductStore:
     ) -> list[list[Hit]]:
         data = [np.asarray(v, dtype=np.float32).tolist() for v in np.atleast_2d(vectors)]
         params = {"metric_type": self._spec.metric, "params": {"ef": max(self._search_ef, limit)}}
+        # The physical collection, never the alias: this store's vectors come from this encoder
+        # and fusion, and a query built by them must not meet another model's vectors while an
+        # alias is being switched.
         result = self._client.search(
-            self._spec.alias,
+            self._spec.name,
             data=data,
             anns_field=field,
             limit=limit,

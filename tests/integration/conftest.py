@@ -64,8 +64,15 @@ def settings(stack_settings: Settings) -> Settings:
         dead_letters=f"dead-letters-{tag}",
         partitions={"products": 2, "search_requests": 2},
     )
-    milvus = stack_settings.milvus.model_copy(update={"collection": f"products_{tag}"})
-    s = stack_settings.model_copy(update={"topics": topics, "milvus": milvus})
+    milvus = stack_settings.milvus.model_copy(
+        update={"collection": f"products_{tag}", "users_collection": f"users_{tag}"}
+    )
+    # Groups are per test too: a group whose members follow other topics rebalances slowly.
+    groups = {
+        name: getattr(stack_settings, name).model_copy(update={"group_id": f"{name}-{tag}"})
+        for name in ("indexer", "query", "behaviour")
+    }
+    s = stack_settings.model_copy(update={"topics": topics, "milvus": milvus, **groups})
     ensure_topics(s)
     return s
 

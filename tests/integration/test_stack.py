@@ -62,7 +62,7 @@ def test_up_serves_searches_and_down_leaves_nothing_running(tmp_path: Path, wait
         }
     )
     procs = EmbeddedStack(settings).processes()
-    assert {p.name for p in procs} == {"kafka", "milvus", "indexer", "query"}
+    assert {p.name for p in procs} == {"kafka", "milvus", "indexer", "query", "behaviour"}
     try:
         products = myntra_products(DEMO_CATALOG)
         batch = [next(products) for _ in range(5)]

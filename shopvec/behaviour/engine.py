@@ -1,0 +1,213 @@
+"""Applies a batch of user events to the stores: taste vectors, shared counts, forgetting.
+
+Order of writes, so that a kill at any point and the replay that follows change nothing twice:
+the shared-count rows first (each skips changes from offsets it already holds), then the user
+rows (each holds the event ids it includes). A replayed event is found in its user's row and
+adds nothing; a replayed event whose user row was not yet written is applied to the user again,
+and its count changes are refused by the rows that already hold them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from schemas.user_event import ForgetUser, UserEvent
+from shopvec.behaviour.profile import UserProfile
+from shopvec.behaviour.pseudonym import Pseudonymiser
+from shopvec.behaviour.stats import RowKind, StatsUpdate
+from shopvec.behaviour.stores import StatsStore, UserStore
+from shopvec.behaviour.window import Contribution
+from shopvec.settings import BehaviourSettings
+from shopvec.store.base import ProductStore
+
+__all__ = ["BatchOutcome", "BehaviourEngine", "Inbound"]
+
+log = logging.getLogger(__name__)
+
+_HOUR_MS = 3_600_000
+_DAY_MS = 24 * _HOUR_MS
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One message: its event, the partition it came from (the shard) and its offset."""
+
+    event: UserEvent | ForgetUser
+    shard: int
+    offset: int
+
+
+@dataclass
+class BatchOutcome:
+    applied: int = 0
+    duplicates: int = 0
+    unknown_products: int = 0
+    forgotten: int = 0
+    expired: int = 0
+    users_written: int = 0
+    rows_written: int = 0
+
+
+def _ms(event: UserEvent | ForgetUser) -> int:
+    return int(event.timestamp.timestamp() * 1000)
+
+
+class BehaviourEngine:
+    def __init__(
+        self,
+        users: UserStore,
+        stats: StatsStore,
+        products: ProductStore,
+        pseudonyms: Pseudonymiser,
+        config: BehaviourSettings,
+    ) -> None:
+        self._users = users
+        self._stats = stats
+        self._products = products
+        self._pseudonyms = pseudonyms
+        self._config = config
+        self.half_life_ms = config.half_life_hours * _HOUR_MS
+        self._limits: dict[RowKind, int] = {
+            "i": config.cf_neighbours,
+            "c": config.popular_per_category,
+        }
+
+    # -- events -----------------------------------------------------------------------------
+
+    def apply(self, batch: Sequence[Inbound]) -> BatchOutcome:
+        out = BatchOutcome()
+        if not batch:
+            return out
+        candidates = {m.event.user_id: self._pseudonyms.candidates(m.event.user_id) for m in batch}
+        stored = self._users.get([p for ps in candidates.values() for p in ps])
+        product_ids = list(
+            dict.fromkeys(m.event.product_id for m in batch if isinstance(m.event, UserEvent))
+        )
+        products = self._products.get(product_ids) if product_ids else {}
+
+        profiles: dict[str, UserProfile | None] = {}
+        changed: set[str] = set()
+        drop: set[str] = set()
+        update = StatsUpdate(self.half_life_ms)
+        for m in batch:
+            uid = m.event.user_id
+            if uid not in profiles:
+                profiles[uid] = self._load(candidates[uid], stored, drop)
+            profile = profiles[uid]
+            if isinstance(m.event, ForgetUser):
+                if profile is not None:
+                    released = Contribution()
+                    profile.window.release(released)
+                    update.add(profile.shard, m.offset, released)
+                    drop.add(profile.pseudonym)
+                    out.forgotten += 1
+                profiles[uid] = None
+                changed.discard(uid)
+                continue
+            event = m.event
+            at_ms = _ms(event)
+            if profile is not None and profile.recent.seen(event.event_id, at_ms):
+                out.duplicates += 1
+                continue
+            product = products.get(event.product_id)
+            if product is None:
+                # Not (yet) indexed: nothing to learn from it. Remembered as seen by a user
+                # who has a row, so that its replay is not counted later either.
+                out.unknown_products += 1
+                if profile is not None:
+                    profile.recent.add(event.event_id, at_ms)
+                    changed.add(uid)
+                continue
+            vector = np.asarray(product["fused_vec"], dtype=np.float32)
+            if profile is None:
+                c = self._config
+                profile = UserProfile.new(
+                    candidates[uid][0], m.shard, len(vector), c.recent_event_ids, c.cf_window
+                )
+                profiles[uid] = profile
+            self._interaction(profile, event, at_ms, vector, product, m, update)
+            changed.add(uid)
+            out.applied += 1
+
+        rows = self._stats.get(sorted(update.keys()))
+        written = update.apply(rows, self._limits)
+        self._stats.upsert(written)
+        upserts = [p.to_row() for uid in changed if (p := profiles[uid]) is not None]
+        self._users.upsert(upserts)
+        self._users.delete(sorted(drop - {r["pseudonym"] for r in upserts}))
+        out.users_written = len(upserts)
+        out.rows_written = len(written)
+        return out
+
+    def _load(
+        self, candidates: list[str], stored: dict[str, dict[str, Any]], drop: set[str]
+    ) -> UserProfile | None:
+        """The user's row under the current key, or moved there from a previous key."""
+        found = [p for p in candidates if p in stored]
+        if not found:
+            return None
+        c = self._config
+        profile = UserProfile.from_row(stored[found[0]], c.recent_event_ids, c.cf_window)
+        # A row under an old key is moved (upserted under the current one, then deleted); a
+        # copy left behind by a crash between the two is the same share, so it just goes.
+        drop.update(p for p in found if p != candidates[0])
+        profile.pseudonym = candidates[0]
+        return profile
+
+    def _interaction(
+        self,
+        profile: UserProfile,
+        event: UserEvent,
+        at_ms: int,
+        vector: np.ndarray,
+        product: dict[str, Any],
+        m: Inbound,
+        update: StatsUpdate,
+    ) -> None:
+        weight = self._config.event_weights.get(event.type, 0.0)
+        categories = [str(c) for c in product.get("category") or []]
+        profile.recent.add(event.event_id, at_ms)
+        profile.last_event_ms = max(profile.last_event_ms, at_ms)
+        if weight == 0:
+            return
+        profile.taste.add(
+            vector,
+            weight,
+            at_ms,
+            self.half_life_ms,
+            categories=categories,
+            brand=product.get("brand") or None,
+        )
+        if weight > 0:
+            contribution = Contribution()
+            profile.window.touch(event.product_id, at_ms, categories, contribution)
+            update.add(profile.shard, m.offset, contribution)
+
+    # -- inactivity -------------------------------------------------------------------------
+
+    def expire(self, now_ms: int, shards: Collection[int] | None, limit: int = 500) -> int:
+        """Drops users with no event for inactive_ttl_days, and their share of the counts."""
+        cutoff = now_ms - int(self._config.inactive_ttl_days * _DAY_MS)
+        rows = self._users.inactive(cutoff, shards, limit)
+        if not rows:
+            return 0
+        c = self._config
+        update = StatsUpdate(self.half_life_ms)
+        for row in rows:
+            profile = UserProfile.from_row(row, c.recent_event_ids, c.cf_window)
+            released = Contribution()
+            profile.window.release(released)
+            # Derived from the row, so a retry after a crash carries the same op id.
+            op = hashlib.sha256(f"{profile.pseudonym}:{profile.last_event_ms}".encode())
+            update.add(profile.shard, "x" + op.hexdigest()[:16], released)
+        stats = self._stats.get(sorted(update.keys()))
+        self._stats.upsert(update.apply(stats, self._limits))
+        self._users.delete([r["pseudonym"] for r in rows])
+        log.info("expired %d inactive users", len(rows))
+        return len(rows)

@@ -1,0 +1,3 @@
+"""Benchmarks: commands that print figures (and JSON), never timed tests."""
+
+__all__: list[str] = []

@@ -1,0 +1,82 @@
+"""What the benchmarks share: a private stack when none is configured, a synthetic catalogue
+built from the real sample photos and titles, and percentiles."""
+
+from __future__ import annotations
+
+import resource
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from schemas.product import ProductUpsert
+from shopvec.catalog import DEMO_CATALOG, myntra_products
+from shopvec.kafka.admin import ensure_topics
+from shopvec.settings import Settings, StackSettings, TopicSettings
+from shopvec.stack import EmbeddedStack
+
+__all__ = ["bench_settings", "catalogue", "peak_rss_mb", "percentile"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def bench_settings(settings: Settings, partitions: int = 4) -> Iterator[Settings]:
+    """Fresh topics and collection; a private embedded stack when Kafka or Milvus is not
+    configured, stopped afterwards."""
+    tag = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory(prefix="shopvec-bench-") as home:
+        s = settings.model_copy(
+            update={
+                "stack": StackSettings(
+                    home=Path(home), kafka_port=_free_port(), milvus_port=_free_port()
+                ),
+                "topics": TopicSettings(
+                    products=f"bench-products-{tag}",
+                    search_requests=f"bench-requests-{tag}",
+                    search_replies=f"bench-replies-{tag}",
+                    dead_letters=f"bench-dead-{tag}",
+                    user_events=f"bench-users-{tag}",
+                    partitions={"products": partitions, "search_requests": partitions},
+                ),
+                "milvus": settings.milvus.model_copy(update={"collection": f"bench_{tag}"}),
+                "kafka": settings.kafka.model_copy(update={"session_timeout_ms": 6000}),
+            }
+        )
+        stack = EmbeddedStack(s)
+        if s.kafka_embedded or s.milvus_embedded:
+            stack.up(workers=[])
+        try:
+            ensure_topics(s)
+            yield s
+        finally:
+            stack.down()
+
+
+def catalogue(n: int, *, prefix: str = "bench", now: datetime | None = None) -> list[ProductUpsert]:
+    """n distinct products cycling through the sample's real photos and titles."""
+    base = list(myntra_products(DEMO_CATALOG))
+    stamp = now or datetime.now(UTC)
+    return [
+        base[i % len(base)].model_copy(
+            update={"id": f"{prefix}-{i}", "updated_at": stamp, "title": base[i % len(base)].title}
+        )
+        for i in range(n)
+    ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,18 @@
+"""The behaviour worker: user events in, taste vectors and shared counts upserted into Milvus."""
+
+from __future__ import annotations
+
+import sys
+
+from shopvec.runtime import build_behaviour_service
+from workers._run import load_settings, run_worker
+
+
+def main() -> int:
+    settings = load_settings()
+    service, metrics = build_behaviour_service(settings)
+    return run_worker("behaviour", settings, service.run, metrics.registry, service.ready)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
