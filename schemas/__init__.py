@@ -15,6 +15,7 @@ from schemas.product import (
 )
 from schemas.search import (
     MAX_TOP_K,
+    Ranker,
     Scenario,
     SearchError,
     SearchFilters,
@@ -56,6 +57,7 @@ __all__ = [
     "ProductEvent",
     "ProductImage",
     "ProductUpsert",
+    "Ranker",
     "Scenario",
     "SearchError",
     "SearchFilters",

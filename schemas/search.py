@@ -11,6 +11,7 @@ from schemas.product import MAX_INLINE_IMAGE_BYTES
 
 __all__ = [
     "MAX_TOP_K",
+    "Ranker",
     "Scenario",
     "SearchError",
     "SearchFilters",
@@ -21,9 +22,15 @@ __all__ = [
 
 MAX_TOP_K = 200
 
-Scenario = Literal["auto", "image2image", "text2image", "text2product", "cross", "recommend"]
-"""auto: image2image for a photo alone, text2product for words alone, cross for both, and
-recommend for a user id alone (products for that user, no query)."""
+Scenario = Literal[
+    "auto", "image2image", "text2image", "text2product", "cross", "recommend", "more_like_this"
+]
+"""auto: image2image for a photo alone, text2product for words alone, cross for both,
+more_like_this for a product id, and recommend for a user id alone (no query)."""
+
+Ranker = Literal["fused", "rrf", "weighted"]
+"""fused: one search on the fused vector. rrf and weighted: the fused vector and each modality
+searched apart, then combined by reciprocal rank fusion or by the collection's fusion weights."""
 
 
 class SearchFilters(Contract):
@@ -47,13 +54,29 @@ class SearchRequest(Contract):
     offset: int = Field(default=0, ge=0, le=1000)
     filters: SearchFilters | None = None
     scenario: Scenario = "auto"
-    explain: bool = False
+    ranker: Ranker = "fused"
+    like_product_id: str | None = Field(
+        default=None, max_length=128, description="more like this product"
+    )
+    deadline_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=60_000,
+        description="answer within this long after sending, cut short if need be",
+    )
+    explain: bool = Field(default=False, description="full explanations instead of compact ones")
 
     @model_validator(mode="after")
     def _has_query(self) -> SearchRequest:
         has_query = bool(self.text and self.text.strip()) or self.has_image
+        if self.like_product_id:
+            if has_query:
+                raise ValueError("more like this takes a product id and no text or image")
+            return self
         if not has_query and not self.user_id:
-            raise ValueError("a search needs text, an image, or both (or a user_id alone)")
+            raise ValueError(
+                "a search needs text, an image, or both (or a like_product_id, or a user_id alone)"
+            )
         if self.scenario == "recommend" and (has_query or not self.user_id):
             raise ValueError("a recommendation takes a user_id and no text or image")
         if self.image_base64 and self.image_url:
@@ -67,6 +90,8 @@ class SearchRequest(Contract):
     def resolved_scenario(self) -> Scenario:
         if self.scenario != "auto":
             return self.scenario
+        if self.like_product_id:
+            return "more_like_this"
         has_text = bool(self.text and self.text.strip())
         if not has_text and not self.has_image:
             return "recommend"
@@ -85,6 +110,10 @@ class SearchResult(Contract):
     price: float | None = None
     currency: str | None = None
     image_url: str | None = None
+    thumbnail: str | None = Field(
+        default=None,
+        description="a small JPEG as a data: URI, for products sent with inline photos",
+    )
     version: int | None = None
     explanation: dict[str, Any] | None = None
 

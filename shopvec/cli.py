@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from shopvec.evaluation_cli import add_bench_encoder_arguments
+from shopvec.benchmarks.cli import add_bench_commands
 from shopvec.evaluation_cli import add_commands as add_evaluation_commands
 from shopvec.settings import Settings
 from shopvec.stack import WORKERS
@@ -68,18 +68,30 @@ def _cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     from shopvec.client import SearchClient
     from shopvec.present import print_reply, write_html
 
-    filters = (
-        {"category": args.category, "brand": args.brand} if args.category or args.brand else None
-    )
+    filters = {
+        k: v
+        for k, v in {
+            "category": args.category,
+            "brand": args.brand,
+            "price_min": args.price_min,
+            "price_max": args.price_max,
+            "in_stock": True if args.in_stock else None,
+        }.items()
+        if v is not None
+    }
     with SearchClient(settings, timeout_s=args.timeout) as client:
         reply = client.search(
             args.text,
             image=args.image,
             top_k=args.top_k,
+            offset=args.offset,
             scenario=args.scenario,
-            filters=filters,
+            ranker=args.ranker,
+            filters=filters or None,
             user_id=args.user,
+            like_product_id=args.like,
             explain=args.explain,
+            deadline_ms=args.deadline_ms,
         )
     if args.json:
         print(reply.model_dump_json(indent=2))
@@ -90,17 +102,20 @@ def _cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if reply.error else 0
 
 
-def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    if args.what == "encoders":
-        from shopvec.evaluation_cli import cmd_bench_encoders
+def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.publish import backfill
 
-        return cmd_bench_encoders(settings, args)
-    from shopvec.evaluation.behaviour_bench import bench_behaviour, render_bench
+    sent = backfill(settings, args.path)
+    print(f"published {sent} events to {settings.topics.products}")
+    return 0
 
-    cache = args.cache or settings.stack.home / "datasets"
-    cache.mkdir(parents=True, exist_ok=True)
-    result = bench_behaviour(cache, settings.behaviour, encoder=args.encoder)
-    print(render_bench(result, as_json=args.json))
+
+def _cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.indexing.reindex import reindex
+
+    summary = reindex(settings, switch_alias=not args.no_switch)
+    for key, value in summary.items():
+        print(f"{key:14} {value}")
     return 0
 
 
@@ -157,10 +172,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--scenario",
         default="auto",
-        choices=["auto", "image2image", "text2image", "text2product", "cross", "recommend"],
+        choices=[
+            "auto",
+            "image2image",
+            "text2image",
+            "text2product",
+            "cross",
+            "recommend",
+            "more_like_this",
+        ],
     )
-    s.add_argument("--category")
+    s.add_argument("--offset", type=int, default=0)
+    s.add_argument("--ranker", default="fused", choices=["fused", "rrf", "weighted"])
+    s.add_argument("--like", metavar="PRODUCT_ID", help="more like this product")
+    s.add_argument("--category", help="any level of the category path")
     s.add_argument("--brand")
+    s.add_argument("--price-min", type=float)
+    s.add_argument("--price-max", type=float)
+    s.add_argument("--in-stock", action="store_true")
+    s.add_argument("--deadline-ms", type=int)
     s.add_argument("--user")
     s.add_argument("--explain", action="store_true")
     s.add_argument("--json", action="store_true")
@@ -168,18 +198,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=15.0)
     s.set_defaults(func=_cmd_search)
 
-    bench = sub.add_parser(
-        "bench",
-        help="measure: next-item prediction from user behaviour; encoder throughput",
-    )
-    bench.add_argument("what", choices=["behaviour", "encoders"])
-    bench.add_argument("--dataset", choices=["ml-100k"], default="ml-100k")
-    bench.add_argument("--encoder", choices=["offline", "hashing"], default="offline")
-    bench.add_argument("--cache", type=Path, help="where the data set is kept")
-    bench.add_argument("--json", action="store_true")
-    add_bench_encoder_arguments(bench)
-    bench.set_defaults(func=_cmd_bench)
+    add_bench_commands(sub)
     add_evaluation_commands(sub)
+
+    bf = sub.add_parser(
+        "backfill", help="publish a catalogue: a JSON Lines file, a folder of them, or the sample"
+    )
+    bf.add_argument("path", type=Path)
+    bf.set_defaults(func=_cmd_backfill)
+
+    ri = sub.add_parser(
+        "reindex", help="rebuild this model's collection from the topic, then switch the alias"
+    )
+    ri.add_argument("--no-switch", action="store_true", help="leave the alias where it is")
+    ri.set_defaults(func=_cmd_reindex)
 
     demo = sub.add_parser("demo", help="start the stack, index the sample catalogue, search it")
     demo.add_argument("--stop", action="store_true", help="stop the stack at the end")
@@ -198,8 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = Settings()
     configure_logging("DEBUG" if args.verbose else "WARNING", json_lines=False)
-    if args.command == "search" and not args.text and not args.image and not args.user:
-        print("give words, --image, or both; or --user alone for recommendations", file=sys.stderr)
+    if args.command == "search" and not (args.text or args.image or args.user or args.like):
+        print("give words, --image, or both; --like PRODUCT_ID; or --user alone", file=sys.stderr)
         return 2
     try:
         return int(args.func(settings, args))

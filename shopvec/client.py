@@ -143,6 +143,7 @@ class SearchClient:
         offset: int = 0,
         filters: SearchFilters | dict[str, Any] | None = None,
         scenario: str = "auto",
+        ranker: str = "fused",
         user_id: str | None = None,
         like_product_id: str | None = None,
         explain: bool = False,
@@ -163,6 +164,8 @@ class SearchClient:
             "explain": explain,
         }
         # Newer request fields are only sent when used, so older workers keep accepting.
+        if ranker != "fused":
+            body["ranker"] = ranker
         if like_product_id is not None:
             body["like_product_id"] = like_product_id
         if deadline_ms is not None:
@@ -173,7 +176,7 @@ class SearchClient:
         self, text: str | None = None, *, timeout_s: float | None = None, **fields: Any
     ) -> SearchReply:
         """Keyword arguments as for build_request: image, image_url, top_k, offset, filters,
-        scenario, user_id, like_product_id, explain, deadline_ms."""
+        scenario, ranker, user_id, like_product_id, explain, deadline_ms."""
         return self.request(self.build_request(text, **fields), timeout_s)
 
     def close(self) -> None:

@@ -305,7 +305,8 @@ def add_bench_encoder_arguments(p: argparse.ArgumentParser) -> None:
         help="offline, hashing, clip-b32-random, clip:PATH (encoders only)",
     )
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
-    p.add_argument("--n", type=int, default=128, help="photos and titles encoded per run")
+    p.add_argument("--n", type=int, default=96, help="photos and titles encoded per run")
+    p.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is shown")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     p.add_argument(
         "--data",
@@ -338,14 +339,16 @@ def cmd_bench_encoders(settings: Settings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    results = bench_encoders(args.backends, args.batch_sizes, photos, titles, on_result=show)
+    results = bench_encoders(
+        args.backends, args.batch_sizes, photos, titles, repeats=args.repeats, on_result=show
+    )
     if args.json:
         print(json.dumps(as_json(results), indent=2))
     else:
         m = machine()
         print(
-            f"{len(photos)} photos and titles from {args.data}; {m['cpus']} CPUs, "
-            f"{m['torch_threads']} torch threads, GPU: {m['cuda'] or 'none'}"
+            f"{len(photos)} photos and titles from {args.data}, median of {args.repeats} runs; "
+            f"{m['cpus']} CPUs, {m['torch_threads']} torch threads, GPU: {m['cuda'] or 'none'}"
         )
         print(render_throughput(results), end="")
     return 0

@@ -37,7 +37,7 @@ def write_html(
     """images: product id to an image src (URL or data: URI) where results carry no URL."""
     cards = []
     for r in reply.results:
-        src = (images or {}).get(r.product_id) or r.image_url or ""
+        src = (images or {}).get(r.product_id) or r.image_url or r.thumbnail or ""
         cards.append(
             "<figure>"
             + (

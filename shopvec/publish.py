@@ -90,3 +90,17 @@ def publish_lines(settings: Settings, path: Path, *, topic: str) -> int:
         publisher.send_raw(key, raw)
     publisher.flush()
     return len(lines)
+
+
+def backfill(settings: Settings, path: Path) -> int:
+    """A catalogue to the product topic, with a progress bar: a JSON Lines file of events, a
+    folder of such files, or a folder in the sample's layout (styles.csv and images/)."""
+    if path.is_dir() and (path / "styles.csv").exists():
+        from shopvec.catalog import myntra_products
+
+        products = list(myntra_products(path))
+        return EventPublisher(settings).send_all(products, total=len(products))
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    if not files:
+        raise FileNotFoundError(f"no .jsonl files in {path}")
+    return sum(publish_lines(settings, f, topic=settings.topics.products) for f in files)

@@ -132,6 +132,8 @@ def build_indexer_service(
         metrics=metrics,
         batch_size=settings.indexer.batch_size,
         batch_wait_s=settings.indexer.batch_wait_ms / 1000,
+        flush_rows=settings.indexer.flush_rows,
+        flush_interval_s=settings.indexer.flush_interval_s,
         on_batch=on_batch,
     )
     return service, metrics

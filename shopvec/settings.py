@@ -136,6 +136,12 @@ class IndexerSettings(BaseModel):
     group_id: str = "shopvec-indexer"
     batch_size: int = Field(default=32, ge=1)
     batch_wait_ms: int = Field(default=200, ge=0)
+    flush_rows: int = Field(
+        default=5000, ge=1, description="seal written rows into the index after this many"
+    )
+    flush_interval_s: float = Field(
+        default=30.0, gt=0, description="or after this long, when anything was written"
+    )
 
 
 class QuerySettings(BaseModel):

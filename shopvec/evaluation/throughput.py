@@ -2,7 +2,9 @@
 
 The inputs are the photos and titles of a Myntra-style folder (``styles.csv`` and
 ``images/<id>.jpg``), decoded once beforehand, so that only encoding is timed. Each batch size
-gets one untimed warm-up batch, then encodes every input in batches of that size.
+gets one untimed warm-up batch, then encodes every input in batches of that size, ``repeats``
+times; the median rate is reported (all of them are kept), which a machine shared with other
+work disturbs less than a single pass.
 
 Backends:
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import csv
 import os
 import platform
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -60,6 +63,8 @@ class Throughput:
     texts_per_s: float
     images: int
     texts: int
+    image_runs: tuple[float, ...] = ()
+    text_runs: tuple[float, ...] = ()
 
 
 def machine() -> dict[str, Any]:
@@ -142,12 +147,17 @@ def _backend(name: str, batch_size: int) -> Iterator[tuple[Encoder, str]]:
         raise ValueError(f"unknown backend {name!r}: one of {list(BACKENDS)} or clip:PATH")
 
 
-def _rate(encode: Callable[[Sequence[Any]], object], items: Sequence[Any], batch: int) -> float:
+def _rates(
+    encode: Callable[[Sequence[Any]], object], items: Sequence[Any], batch: int, repeats: int
+) -> tuple[float, ...]:
     encode(items[:batch])  # warm-up: lazy loading, allocator, kernel choice
-    started = time.perf_counter()
-    for start in range(0, len(items), batch):
-        encode(items[start : start + batch])
-    return len(items) / (time.perf_counter() - started)
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for start in range(0, len(items), batch):
+            encode(items[start : start + batch])
+        rates.append(len(items) / (time.perf_counter() - started))
+    return tuple(rates)
 
 
 def bench_encoders(
@@ -156,21 +166,28 @@ def bench_encoders(
     photos: Sequence[torch.Tensor],
     titles: Sequence[str],
     *,
+    repeats: int = 3,
     on_result: Callable[[Throughput], None] | None = None,
 ) -> list[Throughput]:
     """Each backend is built once, for the largest batch size; smaller batches are fed to it."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, not {repeats}")
     results = []
     for name in backends:
         with _backend(name, max(batch_sizes)) as (encoder, label):
             for size in batch_sizes:
+                image_runs = _rates(encoder.encode_images, photos, size, repeats)
+                text_runs = _rates(encoder.encode_texts, titles, size, repeats)
                 result = Throughput(
                     backend=name,
                     label=label,
                     batch_size=size,
-                    images_per_s=_rate(encoder.encode_images, photos, size),
-                    texts_per_s=_rate(encoder.encode_texts, titles, size),
+                    images_per_s=statistics.median(image_runs),
+                    texts_per_s=statistics.median(text_runs),
                     images=len(photos),
                     texts=len(titles),
+                    image_runs=image_runs,
+                    text_runs=text_runs,
                 )
                 results.append(result)
                 if on_result is not None:

@@ -20,6 +20,7 @@ import torch
 from schemas.product import ProductDelete, ProductImage, ProductUpsert
 from shopvec.encoders.base import Encoder
 from shopvec.fusion import Fusion
+from shopvec.imaging.thumbnail import thumbnail_data_uri
 from shopvec.store.base import VECTOR_FIELDS, ProductStore, StoredState
 
 __all__ = ["ImageSource", "IndexOutcome", "Prepared", "ProductEventT", "ProductIndexer"]
@@ -64,6 +65,7 @@ class Prepared:
     old_vectors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     text_hashes: dict[str, str] = field(default_factory=dict)
     image_hashes: dict[str, str] = field(default_factory=dict)
+    thumbnails: dict[str, str | None] = field(default_factory=dict)
     states: dict[str, StoredState] = field(default_factory=dict)
     """What the store will hold for each id once this batch is written."""
 
@@ -199,6 +201,8 @@ class ProductIndexer:
 
         out.reuse_text = {e.id for e in events if reusable(e, "text")}
         out.reuse_image = {e.id for e in events if reusable(e, "image")}
+        for pid in out.reuse_image:
+            out.thumbnails[pid] = stored[pid].thumbnail
         out.old_vectors = self._store.vectors(sorted(out.reuse_text | out.reuse_image))
 
         # Photos first: a product whose photo fails is dead-lettered, not half-indexed.
@@ -219,7 +223,7 @@ class ProductIndexer:
         out.upserts = [e for e in events if e.id not in failed]
         for e in out.upserts:
             out.states[e.id] = StoredState(
-                e.version, False, out.text_hashes[e.id], out.image_hashes[e.id]
+                e.version, False, out.text_hashes[e.id], out.image_hashes[e.id], None
             )
 
     # -- stage 2: encode and fuse ---------------------------------------------------------------
@@ -261,6 +265,8 @@ class ProductIndexer:
             if text is None and e.id in p.reuse_text:
                 text = old["text_vec"]
             joint_photos = visual = None
+            if e.id in p.photos and not any(img.url for img in e.images):
+                p.thumbnails[e.id] = thumbnail_data_uri(p.photos[e.id][0])
             if e.id in p.photos:
                 n = len(p.photos[e.id])
                 joint_photos = image_vecs.joint[cursor : cursor + n]
@@ -271,13 +277,19 @@ class ProductIndexer:
                 visual = old["visual_vec"]
             if e.id in p.reuse_text and (e.id in p.reuse_image or not e.images):
                 p.outcome.reused += 1
-            rows.append(
-                self._row(e, text, joint_photos, visual, p.text_hashes[e.id], p.image_hashes[e.id])
+            row = self._row(
+                e, text, joint_photos, visual, p.text_hashes[e.id], p.image_hashes[e.id]
             )
+            if p.thumbnails.get(e.id):
+                row["doc"]["thumbnail"] = p.thumbnails[e.id]
+            rows.append(row)
             p.outcome.written_event_ms.append(int(e.updated_at.timestamp() * 1000))
         return rows
 
     # -- stage 3: write -------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        self._store.flush()
 
     def write(self, prepared: Prepared) -> IndexOutcome:
         if prepared.purge:

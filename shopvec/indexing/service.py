@@ -79,6 +79,8 @@ class IndexerService:
         batch_wait_s: float = 0.2,
         max_in_flight: int = 3,
         max_retry_s: float = 120.0,
+        flush_rows: int = 5000,
+        flush_interval_s: float = 30.0,
         on_batch: Callable[[IndexOutcome], None] | None = None,
     ) -> None:
         self._consumer = consumer
@@ -91,6 +93,10 @@ class IndexerService:
         self._max_in_flight = max_in_flight
         self._max_retry_s = max_retry_s
         self._on_batch = on_batch
+        self._flush_rows = flush_rows
+        self._flush_interval_s = flush_interval_s
+        self._unflushed = 0
+        self._last_flush = time.monotonic()
         self.ready = threading.Event()
         # Unbounded queues: the bound is max_in_flight, enforced by pausing the partitions.
         self._to_encode: queue.Queue[Any] = queue.Queue()
@@ -317,9 +323,17 @@ class IndexerService:
                 prepared: Prepared = batch.prepared
                 try:
                     batch.outcome = self._retrying(partial(self._indexer.write, prepared))
+                    self._unflushed += batch.outcome.written
+                    self._maybe_flush()
                 except BaseException as exc:
                     batch.error = exc
             self._done.put(batch)
+
+    def _maybe_flush(self) -> None:
+        due = time.monotonic() - self._last_flush >= self._flush_interval_s
+        if self._unflushed and (self._unflushed >= self._flush_rows or due):
+            self._retrying(self._indexer.flush)
+            self._unflushed, self._last_flush = 0, time.monotonic()
 
     def _retrying(self, call: Callable[[], Any]) -> Any:
         """Transient failures (Milvus away, a timeout) are retried, never dead-lettered; past

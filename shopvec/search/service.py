@@ -1,74 +1,41 @@
-"""Search requests to replies: encode the queries of a batch together, search, shape results.
+"""Search requests to replies: the requests of one poll are encoded together and their searches
+grouped into as few store calls as possible, then each is combined, personalised and shaped.
 
-Which field a scenario searches:
-- image2image: visual_vec with the photo's visual vector (products with a photo);
-- text2image: image_vec with the words' joint vector (products with a photo, whatever their
-  titles say);
-- text2product and cross: fused_vec with the fused query (words, photo, or both).
+Which field each scenario searches is in shopvec.search.plan; how legs are combined in
+shopvec.search.combine. With a personaliser, a request that carries a user id is re-ranked for
+that user (top_k times its rerank factor candidates, see shopvec.behaviour.personalise), and a
+user id with no query is a recommendation. Without a user id nothing changes.
 
-With a personaliser, a request that carries a user id is re-ranked for that user (top_k times
-its rerank factor candidates, see shopvec.behaviour.personalise), and a user id with no query is
-a recommendation. Without a user id nothing changes.
+A request's deadline_ms counts from when it was sent: past it, the further legs and the
+personalisation are skipped and the reply says it was cut short (truncated).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from schemas.product import ProductImage
-from schemas.search import Scenario, SearchError, SearchReply, SearchRequest, SearchResult
+from schemas.search import SearchError, SearchReply, SearchRequest, SearchResult
 from shopvec.encoders.base import Encoder
 from shopvec.fusion import Fusion
 from shopvec.indexing.pipeline import ImageSource
-from shopvec.store.base import Hit, ProductStore, SearchFilter, VectorField
+from shopvec.search.combine import Scored, combine
+from shopvec.search.plan import Leg, Plan, filters_from_request, legs_for
+from shopvec.store.base import Hit, ProductStore
 
 if TYPE_CHECKING:
-    from shopvec.behaviour.personalise import Personaliser, Ranked
+    from shopvec.behaviour.personalise import Personaliser
 
 __all__ = ["SearchService", "filters_from_request"]
 
 log = logging.getLogger(__name__)
-
-
-def filters_from_request(request: SearchRequest, field: VectorField) -> SearchFilter:
-    f = request.filters
-    return SearchFilter(
-        category=f.category if f else None,
-        brand=f.brand if f else None,
-        price_min=f.price_min if f else None,
-        price_max=f.price_max if f else None,
-        in_stock=f.in_stock if f else None,
-        attributes=dict(f.attributes) if f else {},
-        require_image=field in ("visual_vec", "image_vec"),
-        require_text=field == "text_vec",
-    )
-
-
-_SCENARIO_FIELD: dict[str, VectorField] = {
-    "image2image": "visual_vec",
-    "text2image": "image_vec",
-    "text2product": "fused_vec",
-    "cross": "fused_vec",
-    "recommend": "fused_vec",
-}
-
-
-@dataclass
-class _Plan:
-    request: SearchRequest
-    scenario: Scenario
-    field: VectorField
-    text: np.ndarray | None = None
-    photo_joint: np.ndarray | None = None
-    photo_visual: np.ndarray | None = None
-    error: SearchError | None = None
 
 
 class SearchService:
@@ -89,66 +56,80 @@ class SearchService:
         self._max_top_k = max_top_k
         self._personaliser = personaliser
 
-    def search_many(self, requests: Sequence[SearchRequest]) -> list[SearchReply]:
-        started = time.perf_counter()
-        plans = [self._plan(r) for r in requests]
-        self._encode(plans)
-        replies = []
-        for plan in plans:
-            if plan.error is not None:
-                replies.append(
-                    SearchReply(
-                        request_id=plan.request.request_id,
-                        error=plan.error,
-                        took_ms=(time.perf_counter() - started) * 1000,
-                    )
-                )
-                continue
-            replies.append(self._search(plan, started))
-        return replies
-
     def search(self, request: SearchRequest) -> SearchReply:
         return self.search_many([request])[0]
 
-    def _plan(self, request: SearchRequest) -> _Plan:
-        scenario = request.resolved_scenario()
-        field = _SCENARIO_FIELD[scenario]
-        plan = _Plan(request, scenario, field)
-        needs_text = scenario in ("text2image", "text2product")
-        needs_image = scenario == "image2image"
-        if needs_text and not (request.text and request.text.strip()):
+    def search_many(
+        self, requests: Sequence[SearchRequest], ages_ms: Sequence[float] | None = None
+    ) -> list[SearchReply]:
+        """ages_ms: how long ago each request was sent (its deadline counts from then)."""
+        started = time.perf_counter()
+        ages = ages_ms or [0.0] * len(requests)
+        plans = [self._plan(r, started, age) for r, age in zip(requests, ages, strict=True)]
+        self._encode([p for p in plans if p.error is None])
+        self._load_likes([p for p in plans if p.error is None and p.scenario == "more_like_this"])
+        searching = [p for p in plans if p.error is None and p.scenario != "recommend"]
+        for p in searching:
+            p.legs = legs_for(p, self._fusion, self._fetch_limit(p.request))
+        self._run([p.legs[0] for p in searching if p.legs])
+        now = time.perf_counter()
+        for p in searching:
+            if p.deadline is not None and now > p.deadline and len(p.legs) > 1:
+                p.legs, p.truncated = p.legs[:1], True
+        self._run([leg for p in searching for leg in p.legs[1:]])
+        return [self._reply(p, started) for p in plans]
+
+    # -- planning and encoding ----------------------------------------------------------------
+
+    def _plan(self, request: SearchRequest, started: float, age_ms: float) -> Plan:
+        plan = Plan(request, request.resolved_scenario())
+        if request.deadline_ms is not None:
+            plan.deadline = started + (request.deadline_ms - age_ms) / 1000
+        scenario = plan.scenario
+        has_text = bool(request.text and request.text.strip())
+        if scenario in ("text2image", "text2product") and not has_text:
             plan.error = SearchError(kind="invalid_request", message=f"{scenario} needs text")
-        elif needs_image and not request.has_image:
+        elif scenario == "image2image" and not request.has_image:
             plan.error = SearchError(kind="invalid_request", message=f"{scenario} needs an image")
+        elif scenario == "more_like_this" and not request.like_product_id:
+            plan.error = SearchError(
+                kind="invalid_request", message="more_like_this needs a product id"
+            )
         elif scenario == "recommend" and self._personaliser is None:
             plan.error = SearchError(kind="unsupported", message="no recommendations here")
         elif request.top_k + request.offset > self._max_top_k:
             plan.error = SearchError(
-                kind="invalid_request",
-                message=f"top_k + offset may not exceed {self._max_top_k}",
+                kind="invalid_request", message=f"top_k + offset may not exceed {self._max_top_k}"
+            )
+        elif plan.deadline is not None and plan.deadline <= started:
+            plan.error = SearchError(
+                kind="timeout", message=f"the deadline of {request.deadline_ms} ms had passed"
             )
         return plan
 
-    def _encode(self, plans: list[_Plan]) -> None:
-        live = [p for p in plans if p.error is None]
-        texted = [p for p in live if p.request.text and p.request.text.strip()]
+    def _fetch_limit(self, request: SearchRequest) -> int:
+        limit = request.top_k + request.offset
+        if request.user_id is not None and self._personaliser is not None:
+            return limit * self._personaliser.rerank_factor
+        return limit
+
+    def _encode(self, plans: list[Plan]) -> None:
+        texted = [p for p in plans if p.request.text and p.request.text.strip()]
         if texted:
             vectors = self._encoder.encode_texts([p.request.text or "" for p in texted])
             for p, v in zip(texted, vectors, strict=True):
                 p.text = v
-        pictured = [p for p in live if p.request.has_image]
+        pictured = [p for p in plans if p.request.has_image]
         if not pictured:
             return
-        sources = []
-        for p in pictured:
-            r = p.request
-            if r.image_url:
-                sources.append(ProductImage(url=r.image_url))
-            else:
-                sources.append(ProductImage(data_base64=r.image_base64))
-        loaded = self._images.load_many(sources)
-        ok: list[tuple[_Plan, torch.Tensor]] = []
-        for p, got in zip(pictured, loaded, strict=True):
+        sources = [
+            ProductImage(url=p.request.image_url)
+            if p.request.image_url
+            else ProductImage(data_base64=p.request.image_base64)
+            for p in pictured
+        ]
+        ok: list[tuple[Plan, torch.Tensor]] = []
+        for p, got in zip(pictured, self._images.load_many(sources), strict=True):
             if isinstance(got, Exception):
                 p.error = SearchError(kind="invalid_request", message=f"query image: {got}")
             else:
@@ -159,83 +140,109 @@ class SearchService:
                 p.photo_joint = vecs.joint[i]
                 p.photo_visual = vecs.visual[i]
 
-    def _search(self, plan: _Plan, started: float) -> SearchReply:
+    def _load_likes(self, plans: list[Plan]) -> None:
+        if not plans:
+            return
+        found = self._store.get([p.request.like_product_id or "" for p in plans])
+        for p in plans:
+            p.like = found.get(p.request.like_product_id or "")
+            if p.like is None:
+                p.error = SearchError(
+                    kind="invalid_request",
+                    message=f"no product {p.request.like_product_id!r} to find more like",
+                )
+
+    def _run(self, legs: list[Leg]) -> None:
+        """One store call per (field, filter, limit): a batch of vectors costs about what one
+        does, so concurrent requests share the call."""
+        groups: dict[tuple[str, str, int], list[Leg]] = defaultdict(list)
+        for leg in legs:
+            groups[(leg.field, repr(leg.filter), leg.limit)].append(leg)
+        for (_, _, limit), group in groups.items():
+            vectors = np.stack([leg.vector for leg in group])
+            results = self._store.search(group[0].field, vectors, limit, group[0].filter)
+            for leg, hits in zip(group, results, strict=True):
+                leg.hits = hits
+
+    # -- replies --------------------------------------------------------------------------------
+
+    def _reply(self, plan: Plan, started: float) -> SearchReply:
         request = plan.request
-        if plan.scenario == "recommend":
-            return self._recommend(plan, started)
-        if plan.field == "visual_vec":
-            query = plan.photo_visual
-        elif plan.field == "image_vec":
-            query = plan.text
-        else:
-            query = self._fusion.query_vector(plan.text, plan.photo_joint)
-        assert query is not None
+        took = lambda: (time.perf_counter() - started) * 1000  # noqa: E731
+        if plan.error is not None:
+            return SearchReply(request_id=request.request_id, error=plan.error, took_ms=took())
         limit = request.top_k + request.offset
-        user = request.user_id
-        personaliser = self._personaliser if user is not None else None
-        fetch = limit * personaliser.rerank_factor if personaliser is not None else limit
-        hits = self._store.search(
-            plan.field, query[None, :], fetch, filters_from_request(request, plan.field)
-        )[0]
-        if personaliser is not None and user is not None:
-            ranked = personaliser.rerank(user, hits)
-            if ranked is not None:
-                return self._reply(plan, ranked[:limit], started)
+        personal: dict[str, dict[str, Any]] = {}
+        info: dict[str, Any] = {}
+        if plan.scenario == "recommend":
+            assert self._personaliser is not None and request.user_id is not None
+            ranked = self._personaliser.recommend(
+                request.user_id, limit, filters_from_request(request, plan.field)
+            )
+            scored = [Scored(r.hit, r.score) for r in ranked]
+            personal = {r.hit.id: r.explanation for r in ranked}
+        else:
+            scored, info = combine(plan.legs, request.ranker, self._fusion)
+            if request.user_id is not None and self._personaliser is not None:
+                if plan.deadline is not None and time.perf_counter() > plan.deadline:
+                    plan.truncated = True
+                else:
+                    by_id = {s.hit.id: s for s in scored}
+                    hits = [Hit(s.hit.id, s.score, s.hit.fields) for s in scored]
+                    reranked = self._personaliser.rerank(request.user_id, hits)
+                    if reranked is not None:
+                        scored = [Scored(r.hit, r.score, by_id[r.hit.id].scores) for r in reranked]
+                        personal = {r.hit.id: r.explanation for r in reranked}
         results = [
-            _result(hit, rank, plan, request.explain)
-            for rank, hit in enumerate(hits[request.offset : limit], start=request.offset + 1)
+            self._result(s, rank, plan, info, personal.get(s.hit.id, {}))
+            for rank, s in enumerate(scored[request.offset : limit], start=request.offset + 1)
         ]
         return SearchReply(
             request_id=request.request_id,
             scenario=plan.scenario,
             results=results,
-            took_ms=(time.perf_counter() - started) * 1000,
+            took_ms=took(),
+            truncated=plan.truncated,
         )
 
-    # -- personalised (see shopvec.behaviour) --------------------------------------------------
-
-    def _recommend(self, plan: _Plan, started: float) -> SearchReply:
-        request = plan.request
-        assert self._personaliser is not None and request.user_id is not None
-        ranked = self._personaliser.recommend(
-            request.user_id,
-            request.top_k + request.offset,
-            filters_from_request(request, plan.field),
+    def _result(
+        self,
+        scored: Scored,
+        rank: int,
+        plan: Plan,
+        combined: dict[str, Any],
+        personal: dict[str, Any],
+    ) -> SearchResult:
+        f = scored.hit.fields
+        doc: dict[str, Any] = f.get("doc") or {}
+        explanation: dict[str, Any] = {"field": plan.field, "scores": scored.scores, **personal}
+        if plan.request.explain:
+            filters = plan.request.filters
+            explanation.update(
+                {
+                    "scenario": plan.scenario,
+                    "ranker": plan.request.ranker,
+                    "fusion": {
+                        "method": self._fusion.method,
+                        "image_weight": self._fusion.image_weight,
+                    },
+                    "combined": combined,
+                    "filters_matched": filters.model_dump(exclude_defaults=True) if filters else {},
+                    "personalisation": personal,
+                }
+            )
+        price = f.get("price")
+        return SearchResult(
+            product_id=scored.hit.id,
+            score=scored.score,
+            rank=rank,
+            title=f.get("title", ""),
+            brand=f.get("brand") or None,
+            category_path=list(doc.get("category_path") or f.get("category") or []),
+            price=price if price is not None and price >= 0 else None,
+            currency=doc.get("currency"),
+            image_url=doc.get("image_url"),
+            thumbnail=doc.get("thumbnail"),
+            version=f.get("version"),
+            explanation=explanation,
         )
-        return self._reply(plan, ranked, started)
-
-    def _reply(self, plan: _Plan, ranked: Sequence[Ranked], started: float) -> SearchReply:
-        request = plan.request
-        results = []
-        for rank, r in enumerate(ranked[request.offset :], start=request.offset + 1):
-            plain = _result(r.hit, rank, plan, request.explain)
-            explanation = {**(plain.explanation or {}), **r.explanation}
-            results.append(plain.model_copy(update={"score": r.score, "explanation": explanation}))
-        return SearchReply(
-            request_id=request.request_id,
-            scenario=plan.scenario,
-            results=results,
-            took_ms=(time.perf_counter() - started) * 1000,
-        )
-
-
-def _result(hit: Hit, rank: int, plan: _Plan, full: bool) -> SearchResult:
-    f = hit.fields
-    doc: dict[str, Any] = f.get("doc") or {}
-    explanation: dict[str, Any] = {"field": plan.field, "scores": {plan.field: hit.score}}
-    if full:
-        explanation["scenario"] = plan.scenario
-    price = f.get("price")
-    return SearchResult(
-        product_id=hit.id,
-        score=hit.score,
-        rank=rank,
-        title=f.get("title", ""),
-        brand=f.get("brand") or None,
-        category_path=list(doc.get("category_path") or f.get("category") or []),
-        price=price if price is not None and price >= 0 else None,
-        currency=doc.get("currency"),
-        image_url=doc.get("image_url"),
-        version=f.get("version"),
-        explanation=explanation,
-    )

@@ -49,6 +49,11 @@ def header(msg: Message, name: str) -> str | None:
     return None
 
 
+def _age_ms(msg: Message, now_ms: float) -> float:
+    kind, stamp = msg.timestamp()
+    return 0.0 if kind == TIMESTAMP_NOT_AVAILABLE else max(0.0, now_ms - stamp)
+
+
 class QueryWorker:
     def __init__(
         self,
@@ -80,9 +85,13 @@ class QueryWorker:
         self._consumer.subscribe([self._topic], on_assign=lambda c, p: self.ready.set())
         try:
             while not stop.is_set():
-                msgs = self._consumer.consume(self._batch_size, 0.25)
-                if msgs and len(msgs) < self._batch_size and self._batch_wait_s > 0:
-                    msgs += self._consumer.consume(self._batch_size - len(msgs), self._batch_wait_s)
+                # consume(n, t) waits for n messages or t seconds, whichever first: so wait for
+                # one, then take what else is ready (plus batch_wait) to encode together.
+                first = self._consumer.poll(0.25)
+                if first is None:
+                    continue
+                msgs = [first]
+                msgs += self._consumer.consume(self._batch_size - 1, self._batch_wait_s)
                 good = []
                 for msg in msgs:
                     err = msg.error()
@@ -115,7 +124,8 @@ class QueryWorker:
                 self._reject(msg, exc)
         if requests:
             try:
-                replies = self._service.search_many([r for _, r in requests])
+                ages = [_age_ms(msg, now_ms) for msg, _ in requests]
+                replies = self._service.search_many([r for _, r in requests], ages)
             except Exception as exc:  # the store or the encoder failed: say so to every asker
                 log.exception("search batch failed")
                 replies = [

@@ -85,6 +85,8 @@ class StoredState:
     deleted: bool
     text_hash: str
     image_hash: str
+    thumbnail: str | None = None
+    """Kept so that an update that reuses the photo's vectors keeps its thumbnail too."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,9 @@ class ProductStore(Protocol):
 
     def delete(self, ids: Sequence[str]) -> None:
         """Removes rows outright, tombstones included."""
+
+    def flush(self) -> None:
+        """Seals what was written so far so that it is searched through the index."""
 
     def search(
         self,

@@ -35,7 +35,13 @@ class InMemoryProductStore:
 
     def state(self, ids: Sequence[str]) -> dict[str, StoredState]:
         return {
-            i: StoredState(r["version"], r["deleted"], r["text_hash"], r["image_hash"])
+            i: StoredState(
+                r["version"],
+                r["deleted"],
+                r["text_hash"],
+                r["image_hash"],
+                r["doc"].get("thumbnail"),
+            )
             for i in ids
             if (r := self.rows.get(i)) is not None
         }
@@ -51,6 +57,9 @@ class InMemoryProductStore:
         for row in rows:
             self.rows[row["id"]] = dict(row)
         self.upserts += len(rows)
+
+    def flush(self) -> None:
+        return None
 
     def delete(self, ids: Sequence[str]) -> None:
         for i in ids:

@@ -30,7 +30,7 @@ __all__ = ["MilvusProductStore", "filter_expression", "spec_from_collection"]
 
 log = logging.getLogger(__name__)
 
-_STATE_FIELDS = ["id", "version", "deleted", "text_hash", "image_hash"]
+_STATE_FIELDS = ["id", "version", "deleted", "text_hash", "image_hash", "doc"]
 _GET_CHUNK = 256
 
 
@@ -233,7 +233,13 @@ class MilvusProductStore:
 
     def state(self, ids: Sequence[str]) -> dict[str, StoredState]:
         return {
-            r["id"]: StoredState(r["version"], r["deleted"], r["text_hash"], r["image_hash"])
+            r["id"]: StoredState(
+                r["version"],
+                r["deleted"],
+                r["text_hash"],
+                r["image_hash"],
+                (r.get("doc") or {}).get("thumbnail"),
+            )
             for r in self._get(ids, _STATE_FIELDS)
         }
 
@@ -246,6 +252,11 @@ class MilvusProductStore:
     def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             self._client.upsert(self._spec.name, data=list(rows), timeout=self._timeout)
+
+    def flush(self) -> None:
+        # Until sealed, new rows are searched by brute force (in Milvus Lite, in Python):
+        # searches slow down as unsealed rows pile up.
+        self._client.flush(self._spec.name, timeout=self._timeout)
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 
 import pytest
@@ -61,3 +62,52 @@ def test_200_concurrent_requests_reach_the_client_that_asked(settings, encoder, 
         finally:
             for client in clients:
                 client.close()
+
+
+def test_every_scenario_with_filters_over_kafka(settings, encoder, wait_for, tmp_path) -> None:
+    from shopvec.present import write_html
+
+    gen = myntra_products(DEMO_CATALOG)
+    products = [next(gen) for _ in range(40)]
+    shirts = [p for p in products if "Shirts" in p.category_path]
+    assert shirts, "the sample's first products include shirts"
+    shirt = shirts[0]
+    indexer, metrics = build_indexer_service(settings, encoder)
+    query, _ = build_query_worker(settings, encoder)
+    EventPublisher(settings).send_all(products, progress=False)
+    photo = base64.b64decode(shirt.images[0].data_base64 or "")
+    with (
+        running(indexer.run, indexer.ready),
+        running(query.run, query.ready),
+        SearchClient(settings, timeout_s=30) as client,
+    ):
+        wait_for(lambda: metrics.written._value.get() >= 40, 60, "the catalogue")
+
+        words = client.search(shirt.title, filters={"category": "Shirts"}, top_k=5)
+        assert words.scenario == "text2product" and words.results[0].product_id == shirt.id
+        assert all("Shirts" in r.category_path for r in words.results)
+
+        by_photo = client.search(image=photo, filters={"category": "Topwear"}, top_k=5)
+        assert by_photo.scenario == "image2image" and by_photo.results[0].product_id == shirt.id
+        assert all("Topwear" in r.category_path for r in by_photo.results)
+
+        photos_only = client.search("shirt", scenario="text2image", top_k=5)
+        assert photos_only.scenario == "text2image" and photos_only.results
+
+        both = client.search("striped shirt", image=photo, top_k=5, ranker="rrf", explain=True)
+        assert both.scenario == "cross" and both.results[0].product_id == shirt.id
+        assert both.results[0].explanation["combined"]["ranker"] == "rrf"
+
+        alike = client.search(like_product_id=shirt.id, top_k=5)
+        assert alike.scenario == "more_like_this"
+        assert shirt.id not in [r.product_id for r in alike.results]
+
+        page2 = client.search("shirt", top_k=3, offset=3)
+        assert [r.rank for r in page2.results] == [4, 5, 6]
+
+        bad = client.search("x", top_k=150, offset=10)
+        assert bad.error is not None and bad.error.kind == "invalid_request"
+
+    page = tmp_path / "results.html"
+    write_html(by_photo, page, query="photo")
+    assert page.read_text().count("<img") == len(by_photo.results)

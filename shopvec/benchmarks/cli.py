@@ -1,0 +1,109 @@
+"""`shopvec bench ...`: each benchmark a subcommand that prints figures, or JSON with --json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from shopvec.settings import Settings
+
+__all__ = ["add_bench_commands"]
+
+
+def _print(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            print(f"{prefix:48} {value}")
+
+    walk("", result)
+
+
+def _ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.benchmarks.ingest import run_ingest_bench
+
+    encoder = None
+    if args.encoder == "hashing":
+        from shopvec.encoders.hashing import HashingEncoder
+
+        encoder = HashingEncoder()
+    result = run_ingest_bench(
+        settings,
+        products=args.products,
+        half_rate_products=args.half_rate_products,
+        encoder=encoder,
+    )
+    _print(result, args.json)
+    return 0
+
+
+def _query(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.benchmarks.query import run_query_bench
+
+    result = run_query_bench(
+        settings,
+        sizes=tuple(args.sizes),
+        rate=args.rate,
+        requests=args.requests,
+        sample=args.sample,
+    )
+    _print(result, args.json)
+    return 0
+
+
+def _encoders(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.evaluation_cli import cmd_bench_encoders
+
+    return cmd_bench_encoders(settings, args)
+
+
+def _behaviour(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.evaluation.behaviour_bench import bench_behaviour, render_bench
+
+    cache = args.cache or settings.stack.home / "datasets"
+    cache.mkdir(parents=True, exist_ok=True)
+    result = bench_behaviour(cache, settings.behaviour, encoder=args.encoder)
+    print(render_bench(result, as_json=args.json))
+    return 0
+
+
+def add_bench_commands(sub: Any) -> None:
+    from shopvec.evaluation_cli import add_bench_encoder_arguments
+
+    bench = sub.add_parser("bench", help="benchmarks: figures, and JSON with --json")
+    kinds = bench.add_subparsers(dest="bench", required=True)
+
+    ingest = kinds.add_parser("ingest", help="products/s end to end against the raw encoder")
+    ingest.add_argument("--products", type=int, default=1000, help="the backlog to index")
+    ingest.add_argument("--half-rate-products", type=int, default=200)
+    ingest.add_argument("--encoder", choices=["configured", "hashing"], default="configured")
+    ingest.set_defaults(func=_ingest)
+
+    query = kinds.add_parser("query", help="latency over Kafka against in-process; ANN recall")
+    query.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    query.add_argument("--rate", type=float, default=20.0, help="requests per second")
+    query.add_argument("--requests", type=int, default=200, help="per query kind and size")
+    query.add_argument("--sample", type=int, default=200, help="products encoded as seeds")
+    query.set_defaults(func=_query)
+
+    enc = kinds.add_parser("encoders", help="images/s and texts/s per backend and batch size")
+    add_bench_encoder_arguments(enc)
+    enc.set_defaults(func=_encoders)
+
+    beh = kinds.add_parser("behaviour", help="next-item prediction from user behaviour")
+    beh.add_argument("--dataset", choices=["ml-100k"], default="ml-100k")
+    beh.add_argument("--encoder", choices=["offline", "hashing"], default="offline")
+    beh.add_argument("--cache", type=Path, help="where the data set is kept")
+    beh.set_defaults(func=_behaviour)
+
+    for parser in (ingest, query, enc, beh):
+        if not any(a.dest == "json" for a in parser._actions):
+            parser.add_argument("--json", action="store_true")

@@ -1,0 +1,198 @@
+"""`shopvec bench query`: search latency from client send to reply over Kafka, against the same
+search done in-process in the same run, at a steady request rate; and ANN recall@10 against
+exact search.
+
+The collection is filled directly (not through the encoder, which would take hours at 100k on a
+CPU): the sample's real products are encoded once, and each stored row is one of them plus a
+little Gaussian jitter, so the vectors have the sample's structure at the size asked for.
+Queries are real: the sample's titles and photos, through the real encoder.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from schemas.search import SearchRequest
+from shopvec.benchmarks.common import bench_settings, catalogue, percentile
+from shopvec.client import SearchClient
+from shopvec.encoders.base import Encoder, l2_normalise
+from shopvec.imaging import ImageLoader
+from shopvec.indexing.pipeline import ProductIndexer
+from shopvec.runtime import (
+    build_encoder,
+    build_fusion,
+    build_query_worker,
+    build_search_service,
+    build_store,
+    collection_spec,
+)
+from shopvec.search.service import SearchService
+from shopvec.settings import Settings
+from shopvec.store.base import VECTOR_FIELDS
+from shopvec.store.memory import InMemoryProductStore
+from shopvec.store.milvus import MilvusProductStore
+
+__all__ = ["run_query_bench"]
+
+_JITTER = 0.2
+"""Norm of the noise added to a seed vector (unit length) to make a distinct stored row."""
+
+
+def _jitter(v: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+    noise = rng.standard_normal(v.shape).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=-1, keepdims=True)
+    return l2_normalise(v + scale * noise)
+
+
+def _seed_rows(encoder: Encoder, settings: Settings, sample: int) -> list[dict[str, Any]]:
+    """The sample encoded through the real pipeline, kept in memory."""
+    fusion = build_fusion(settings, encoder)
+    spec = collection_spec(settings, encoder, fusion)
+    memory = InMemoryProductStore(spec)
+    ProductIndexer(encoder, memory, ImageLoader(settings.images), fusion).apply(
+        catalogue(sample, prefix="seed")
+    )
+    return list(memory.rows.values())
+
+
+def _fill(
+    store: MilvusProductStore, seeds: list[dict[str, Any]], n: int, rng: np.random.Generator
+) -> np.ndarray:
+    fused = np.empty((n, store.spec.fused_dim), np.float32)
+    for start in range(0, n, 2000):
+        rows = []
+        for i in range(start, min(n, start + 2000)):
+            seed = seeds[i % len(seeds)]
+            row = dict(seed, id=f"p{i}", doc=dict(seed["doc"]))
+            row["doc"].pop("thumbnail", None)
+            for f in VECTOR_FIELDS:
+                v = np.asarray(seed[f], np.float32)
+                row[f] = _jitter(v, _JITTER, rng)
+            fused[i] = row["fused_vec"]
+            rows.append(row)
+        store.upsert(rows)
+    store.flush()
+    return fused
+
+
+def _paced(rate: float, n: int, send: Any) -> list[float]:
+    """Calls send(i) at a steady rate; send returns its latency in seconds."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    threads = []
+    t0 = time.monotonic()
+    for i in range(n):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+        def one(i: int = i) -> None:
+            value = send(i)
+            with lock:
+                latencies.append(value)
+
+        th = threading.Thread(target=one, daemon=True)
+        th.start()
+        threads.append(th)
+    for th in threads:
+        th.join(120)
+    return latencies
+
+
+def run_query_bench(
+    settings: Settings,
+    *,
+    sizes: tuple[int, ...] = (10_000, 100_000),
+    rate: float = 20.0,
+    requests: int = 200,
+    sample: int = 200,
+    encoder: Encoder | None = None,
+) -> dict[str, Any]:
+    encoder = encoder or build_encoder(settings)
+    rng = np.random.default_rng(7)
+    products = catalogue(sample, prefix="q")
+    texts = [p.title for p in products]
+    photos = [p.images[0].data_base64 for p in products]
+    out: dict[str, Any] = {"encoder": encoder.info.model_id, "rate_per_s": rate, "sizes": {}}
+    with bench_settings(settings, partitions=2) as s:
+        seeds = _seed_rows(encoder, s, sample)
+        for n in sizes:
+            tag = uuid.uuid4().hex[:6]
+            sized = s.model_copy(
+                update={"milvus": s.milvus.model_copy(update={"collection": f"q{n}_{tag}"})}
+            )
+            fusion = build_fusion(sized, encoder)
+            store = build_store(sized, collection_spec(sized, encoder, fusion))
+            store.ensure()
+            started = time.monotonic()
+            fused = _fill(store, seeds, n, rng)
+            load_s = time.monotonic() - started
+
+            # ANN recall@10 on the fused field against exact search over the same vectors.
+            probes = fused[rng.choice(n, 100, replace=False)]
+            probes = _jitter(probes, _JITTER, rng)
+            ann = store.search("fused_vec", probes, 10)
+            exact = np.argsort(-(probes @ fused.T), axis=1)[:, :10]
+            recall = np.mean(
+                [
+                    len({h.id for h in a} & {f"p{j}" for j in e}) / 10
+                    for a, e in zip(ann, exact, strict=True)
+                ]
+            )
+
+            service = build_search_service(sized, encoder)
+            worker, _ = build_query_worker(sized, encoder)
+            figures: dict[str, Any] = {
+                "load_s": round(load_s, 1),
+                "ann_recall_at_10": round(float(recall), 4),
+            }
+            stop = threading.Event()
+            thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+            thread.start()
+            worker.ready.wait(60)
+            with SearchClient(sized, timeout_s=60) as client:
+                client.search(texts[0])  # warm the path
+                for kind in ("text", "image"):
+
+                    def request(i: int, kind: str = kind) -> SearchRequest:
+                        body: dict[str, Any] = {"request_id": uuid.uuid4().hex}
+                        if kind == "text":
+                            body["text"] = texts[i % len(texts)]
+                        else:
+                            body["image_base64"] = photos[i % len(photos)]
+                        return SearchRequest.model_validate(body)
+
+                    def inprocess(i: int, service: SearchService = service) -> float:
+                        t = time.perf_counter()
+                        service.search(request(i))
+                        return time.perf_counter() - t
+
+                    def over_kafka(i: int) -> float:
+                        t = time.perf_counter()
+                        client.request(request(i))
+                        return time.perf_counter() - t
+
+                    local = _paced(rate, requests, inprocess)
+                    started = time.monotonic()
+                    remote = _paced(rate, requests, over_kafka)
+                    wall = time.monotonic() - started
+                    ms = [x * 1000 for x in remote]
+                    local_ms = [x * 1000 for x in local]
+                    figures[kind] = {
+                        "p50_ms": round(percentile(ms, 50), 1),
+                        "p95_ms": round(percentile(ms, 95), 1),
+                        "p99_ms": round(percentile(ms, 99), 1),
+                        "inprocess_p50_ms": round(percentile(local_ms, 50), 1),
+                        "inprocess_p99_ms": round(percentile(local_ms, 99), 1),
+                        "p99_overhead_ms": round(percentile(ms, 99) - percentile(local_ms, 99), 1),
+                        "requests_per_s": round(len(ms) / wall, 2),
+                    }
+            stop.set()
+            thread.join(30)
+            out["sizes"][str(n)] = figures
+    return out

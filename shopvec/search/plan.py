@@ -1,0 +1,113 @@
+"""What a request searches: the scenario's legs (a vector field and a query vector each).
+
+- image2image: visual_vec with the photo's visual vector (products with a photo);
+- text2image: image_vec with the words' joint vector (products with a photo, whatever their
+  titles say);
+- text2product and cross: fused_vec with the fused query (words, photo, or both);
+- more_like_this: fused_vec with the product's own fused vector, the product left out.
+
+The first leg is the primary one. With ranker rrf or weighted the other modalities are searched
+as further legs and combined (see shopvec.search.combine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Any
+
+import numpy as np
+
+from schemas.search import Scenario, SearchError, SearchRequest
+from shopvec.fusion import Fusion
+from shopvec.store.base import Hit, SearchFilter, VectorField
+
+__all__ = ["PRIMARY_FIELD", "Leg", "Plan", "filters_from_request", "legs_for"]
+
+PRIMARY_FIELD: dict[str, VectorField] = {
+    "image2image": "visual_vec",
+    "text2image": "image_vec",
+    "text2product": "fused_vec",
+    "cross": "fused_vec",
+    "recommend": "fused_vec",
+    "more_like_this": "fused_vec",
+}
+
+
+def filters_from_request(
+    request: SearchRequest, field: VectorField, exclude: tuple[str, ...] = ()
+) -> SearchFilter:
+    f = request.filters
+    return SearchFilter(
+        category=f.category if f else None,
+        brand=f.brand if f else None,
+        price_min=f.price_min if f else None,
+        price_max=f.price_max if f else None,
+        in_stock=f.in_stock if f else None,
+        attributes=dict(f.attributes) if f else {},
+        require_image=field in ("visual_vec", "image_vec"),
+        require_text=field == "text_vec",
+        exclude_ids=exclude,
+    )
+
+
+@dataclass
+class Leg:
+    field: VectorField
+    vector: np.ndarray
+    limit: int
+    filter: SearchFilter
+    hits: list[Hit] = dc_field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    request: SearchRequest
+    scenario: Scenario
+    deadline: float | None = None
+    """perf_counter time by which the reply must go, from the request's deadline_ms."""
+    text: np.ndarray | None = None
+    photo_joint: np.ndarray | None = None
+    photo_visual: np.ndarray | None = None
+    like: dict[str, Any] | None = None
+    legs: list[Leg] = dc_field(default_factory=list)
+    error: SearchError | None = None
+    truncated: bool = False
+
+    @property
+    def field(self) -> VectorField:
+        return PRIMARY_FIELD[self.scenario]
+
+
+def legs_for(plan: Plan, fusion: Fusion, limit: int) -> list[Leg]:
+    """The primary leg first; further modalities only when the ranker combines them."""
+    request = plan.request
+    combine = request.ranker != "fused"
+    exclude: tuple[str, ...] = ()
+    wanted: list[tuple[VectorField, np.ndarray | None]] = []
+    if plan.scenario == "image2image":
+        wanted = [("visual_vec", plan.photo_visual)]
+        if combine:
+            wanted.append(("fused_vec", fusion.query_vector(None, plan.photo_joint)))
+    elif plan.scenario == "text2image":
+        wanted = [("image_vec", plan.text)]
+    elif plan.scenario in ("text2product", "cross"):
+        wanted = [("fused_vec", fusion.query_vector(plan.text, plan.photo_joint))]
+        if combine:
+            if plan.text is not None:
+                wanted += [("text_vec", plan.text), ("image_vec", plan.text)]
+            if plan.photo_visual is not None:
+                wanted.append(("visual_vec", plan.photo_visual))
+    elif plan.scenario == "more_like_this":
+        like = plan.like or {}
+        exclude = (str(like.get("id")),)
+        wanted = [("fused_vec", np.asarray(like["fused_vec"], np.float32))]
+        if combine and like.get("has_image"):
+            wanted.append(("visual_vec", np.asarray(like["visual_vec"], np.float32)))
+        if combine and like.get("has_text"):
+            wanted.append(("text_vec", np.asarray(like["text_vec"], np.float32)))
+    return [
+        Leg(f, v, limit, filters_from_request(request, f, exclude))
+        for f, v in wanted
+        if v is not None
+    ]
