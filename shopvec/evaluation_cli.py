@@ -305,8 +305,8 @@ def add_bench_encoder_arguments(p: argparse.ArgumentParser) -> None:
         help="offline, hashing, clip-b32-random, clip:PATH (encoders only)",
     )
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
-    p.add_argument("--n", type=int, default=96, help="photos and titles encoded per run")
-    p.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is shown")
+    p.add_argument("--n", type=int, default=64, help="photos and titles encoded per run")
+    p.add_argument("--repeats", type=int, default=3, help="runs per cell; the best is shown")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     p.add_argument(
         "--data",
@@ -347,7 +347,7 @@ def cmd_bench_encoders(settings: Settings, args: argparse.Namespace) -> int:
     else:
         m = machine()
         print(
-            f"{len(photos)} photos and titles from {args.data}, median of {args.repeats} runs; "
+            f"{len(photos)} photos and titles from {args.data}, best of {args.repeats} runs; "
             f"{m['cpus']} CPUs, {m['torch_threads']} torch threads, GPU: {m['cuda'] or 'none'}"
         )
         print(render_throughput(results), end="")

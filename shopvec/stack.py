@@ -25,7 +25,7 @@ from pathlib import Path
 from shopvec.kafka.admin import ensure_topics
 from shopvec.settings import Settings
 
-__all__ = ["EmbeddedStack", "ManagedProcess", "StackError", "tansu_binary"]
+__all__ = ["EmbeddedStack", "ManagedProcess", "StackError", "free_port", "tansu_binary"]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -201,7 +202,7 @@ class EmbeddedStack:
         return self._spawn("milvus", cmd, port=port)
 
     def _start_worker(self, name: str) -> ManagedProcess:
-        port = _free_port()
+        port = free_port()
         env = dict(os.environ)
         env["SHOPVEC_OPS__HOST"] = "127.0.0.1"
         env["SHOPVEC_OPS__PORT"] = str(port)

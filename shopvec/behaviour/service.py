@@ -22,19 +22,16 @@ from pydantic import ValidationError
 from schemas.user_event import parse_user_event
 from shopvec.behaviour.engine import BatchOutcome, BehaviourEngine, Inbound
 from shopvec.behaviour.metrics import BehaviourMetrics
-from shopvec.indexing.service import classify_validation_error
-from shopvec.kafka.dead_letters import DeadLetterSink
+from shopvec.kafka.dead_letters import (
+    DeadLetterSink,
+    classify_validation_error,
+    readable_validation_error,
+)
 from shopvec.kafka.loop import next_batch, with_retries
 
 __all__ = ["BehaviourService"]
 
 log = logging.getLogger(__name__)
-
-
-def _reason(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:8]
-    )
 
 
 class BehaviourService:
@@ -86,7 +83,9 @@ class BehaviourService:
             try:
                 event = parse_user_event(msg.value() or b"")
             except ValidationError as exc:
-                self._dead_letter(msg, classify_validation_error(exc), _reason(exc))
+                self._dead_letter(
+                    msg, classify_validation_error(exc), readable_validation_error(exc)
+                )
                 continue
             inbound.append((Inbound(event, msg.partition() or 0, msg.offset() or 0), msg))
         outcome = self._apply(inbound, stop)

@@ -4,7 +4,6 @@ built from the real sample photos and titles, and percentiles."""
 from __future__ import annotations
 
 import resource
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -18,15 +17,9 @@ from schemas.product import ProductUpsert
 from shopvec.catalog import DEMO_CATALOG, myntra_products
 from shopvec.kafka.admin import ensure_topics
 from shopvec.settings import Settings, StackSettings, TopicSettings
-from shopvec.stack import EmbeddedStack
+from shopvec.stack import EmbeddedStack, free_port
 
 __all__ = ["bench_settings", "catalogue", "peak_rss_mb", "percentile"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -38,7 +31,7 @@ def bench_settings(settings: Settings, partitions: int = 4) -> Iterator[Settings
         s = settings.model_copy(
             update={
                 "stack": StackSettings(
-                    home=Path(home), kafka_port=_free_port(), milvus_port=_free_port()
+                    home=Path(home), kafka_port=free_port(), milvus_port=free_port()
                 ),
                 "topics": TopicSettings(
                     products=f"bench-products-{tag}",

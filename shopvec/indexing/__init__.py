@@ -1,7 +1,7 @@
 """The indexer: product events in, product vectors written to the store."""
 
 from shopvec.indexing.pipeline import ImageSource, IndexOutcome, ProductEventT, ProductIndexer
-from shopvec.indexing.service import IndexerService, classify_validation_error
+from shopvec.indexing.service import IndexerService
 
 __all__ = [
     "ImageSource",
@@ -9,5 +9,4 @@ __all__ = [
     "IndexerService",
     "ProductEventT",
     "ProductIndexer",
-    "classify_validation_error",
 ]

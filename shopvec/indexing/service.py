@@ -31,28 +31,20 @@ from pydantic import ValidationError
 from schemas.dead_letter import ErrorKind
 from schemas.product import parse_product_event
 from shopvec.indexing.pipeline import IndexOutcome, Prepared, ProductEventT, ProductIndexer
-from shopvec.kafka.dead_letters import DeadLetterSink
+from shopvec.kafka.dead_letters import (
+    DeadLetterSink,
+    classify_validation_error,
+    readable_validation_error,
+)
+from shopvec.kafka.loop import next_batch, with_retries
 from shopvec.metrics import IndexerMetrics
 from shopvec.store.base import StoredState
 
-__all__ = ["IndexerService", "classify_validation_error", "readable_validation_error"]
+__all__ = ["IndexerService"]
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
-
-
-def classify_validation_error(exc: ValidationError) -> ErrorKind:
-    kinds = {e["type"] for e in exc.errors()}
-    return "not_json" if kinds & {"json_invalid", "json_type"} else "schema_violation"
-
-
-def readable_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:8]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
 
 
 @dataclass
@@ -139,7 +131,7 @@ class IndexerService:
             while not stop.is_set():
                 self._complete_done(block=False)
                 self._backpressure()
-                batch = self._next_batch(stop)
+                batch = next_batch(self._consumer, self._batch_size, self._batch_wait_s, stop)
                 if batch:
                     self._submit(batch)
             # SIGTERM: finish what is in flight, store its offsets; close() commits them.
@@ -150,26 +142,6 @@ class IndexerService:
                 t.join(timeout=30)
             self._consumer.close()
             log.info("indexer consumer closed")
-
-    def _next_batch(self, stop: threading.Event) -> list[Message]:
-        batch: list[Message] = []
-        deadline = time.monotonic() + self._batch_wait_s
-        while len(batch) < self._batch_size and not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 and batch:
-                break
-            timeout = max(remaining, 0.02) if batch else 0.2
-            for msg in self._consumer.consume(self._batch_size - len(batch), timeout):
-                err = msg.error()
-                if err is None:
-                    batch.append(msg)
-                elif err.fatal():
-                    raise KafkaException(err)
-                elif err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer: %s", err)
-            if not batch:
-                return batch  # idle: go back and complete finished batches
-        return batch
 
     def _submit(self, messages: list[Message]) -> None:
         self._seq += 1
@@ -336,18 +308,6 @@ class IndexerService:
             self._unflushed, self._last_flush = 0, time.monotonic()
 
     def _retrying(self, call: Callable[[], Any]) -> Any:
-        """Transient failures (Milvus away, a timeout) are retried, never dead-lettered; past
-        max_retry_s the error propagates and the process exits so the orchestrator restarts it,
-        with the batch's offsets not stored."""
-        delay, waited = 0.5, 0.0
-        while True:
-            try:
-                return call()
-            except Exception as exc:
-                if waited >= self._max_retry_s or self._stop.is_set():
-                    raise
-                self._metrics.retries.inc()
-                log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
-                time.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 10.0)
+        return with_retries(
+            call, self._stop, max_retry_s=self._max_retry_s, on_retry=self._metrics.retries.inc
+        )

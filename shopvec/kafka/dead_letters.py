@@ -5,14 +5,29 @@ from __future__ import annotations
 import logging
 
 from confluent_kafka import Message, Producer
+from pydantic import ValidationError
 
 from schemas._base import utc_now
 from schemas.dead_letter import DeadLetter, ErrorKind
 from schemas.wire import HEADER_CONTENT_TYPE, HEADER_SCHEMA_VERSION
 
-__all__ = ["DeadLetterSink"]
+__all__ = ["DeadLetterSink", "classify_validation_error", "readable_validation_error"]
 
 log = logging.getLogger(__name__)
+
+
+def classify_validation_error(exc: ValidationError) -> ErrorKind:
+    kinds = {e["type"] for e in exc.errors()}
+    return "not_json" if kinds & {"json_invalid", "json_type"} else "schema_violation"
+
+
+def readable_validation_error(exc: ValidationError) -> str:
+    """What was wrong, where, in a line a producer's team can act on."""
+    parts = []
+    for err in exc.errors()[:8]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
 
 
 class DeadLetterSink:

@@ -21,7 +21,8 @@ T = TypeVar("T")
 def next_batch(
     consumer: Consumer, batch_size: int, batch_wait_s: float, stop: threading.Event
 ) -> list[Message]:
-    """Up to batch_size messages, waiting at most batch_wait_s once the first one is in.
+    """Up to batch_size messages, waiting at most batch_wait_s once the first one is in; an
+    empty list after half a second with none, so the caller can do its housekeeping.
     A fatal consumer error raises; partition EOFs are skipped; other errors are logged."""
     batch: list[Message] = []
     deadline = time.monotonic() + batch_wait_s
@@ -38,6 +39,8 @@ def next_batch(
                 raise KafkaException(err)
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer: %s", err)
+        if not batch:
+            break
     return batch
 
 

@@ -30,8 +30,11 @@ from schemas.wire import (
     HEADER_REPLY_TOPIC,
     HEADER_SCHEMA_VERSION,
 )
-from shopvec.indexing.service import classify_validation_error
-from shopvec.kafka.dead_letters import DeadLetterSink
+from shopvec.kafka.dead_letters import (
+    DeadLetterSink,
+    classify_validation_error,
+    readable_validation_error,
+)
 from shopvec.metrics import QueryMetrics
 from shopvec.search.service import SearchService
 
@@ -159,9 +162,7 @@ class QueryWorker:
                 request_id = body.get("request_id") or request_id
         except ValueError:
             pass
-        reason = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:8]
-        )
+        reason = readable_validation_error(exc)
         if isinstance(reply_topic, str) and reply_topic and request_id:
             self._reply(
                 reply_topic,

@@ -6,7 +6,6 @@ data. Workers run in threads of the test process with the real offline encoder, 
 
 from __future__ import annotations
 
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,15 +17,9 @@ import pytest
 from shopvec.encoders.offline import OfflineEncoder
 from shopvec.kafka.admin import ensure_topics
 from shopvec.settings import KafkaSettings, Settings, StackSettings, TopicSettings
-from shopvec.stack import EmbeddedStack
+from shopvec.stack import EmbeddedStack, free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +28,8 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
         kafka=KafkaSettings(session_timeout_ms=6000),
         stack=StackSettings(
             home=tmp_path_factory.mktemp("stack"),
-            kafka_port=_free_port(),
-            milvus_port=_free_port(),
+            kafka_port=free_port(),
+            milvus_port=free_port(),
         ),
     )
     stack = EmbeddedStack(settings)

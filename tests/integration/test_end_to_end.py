@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import io
+import socket
 import time
 import uuid
 from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from PIL import Image
 
 from schemas import DeadLetter, ProductDelete, ProductImage, ProductUpsert
 from shopvec.catalog import DEMO_CATALOG, myntra_products
@@ -99,21 +102,53 @@ def test_bad_input_is_dead_lettered_and_the_worker_carries_on(settings, encoder,
         id="hostile-url",
         version=1,
         updated_at=T0,
-        title="metadata service",
-        images=[ProductImage(url="http://169.254.169.254/latest/meta-data/")],
+        title="a local file",
+        images=[ProductImage(url="file:///etc/passwd")],
+    )
+    bomb = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(bomb, "PNG")  # 100 MP in a few kilobytes
+    too_large = ProductUpsert(
+        id="too-large",
+        version=1,
+        updated_at=T0,
+        title="decompression bomb",
+        images=[ProductImage(data_base64=base64.b64encode(bomb.getvalue()).decode())],
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    unreachable = ProductUpsert(
+        id="unreachable",
+        version=1,
+        updated_at=T0,
+        title="nobody serves this",
+        images=[ProductImage(url=f"http://127.0.0.1:{closed_port}/photo.jpg")],
+    )
+    # Loopback allowed here only so that a refused connection can be shown; the default
+    # refuses it as forbidden, which the unit tests of the fetcher show.
+    settings = settings.model_copy(
+        update={"images": settings.images.model_copy(update={"allow_private_networks": True})}
     )
     indexer, metrics = build_indexer_service(settings, encoder)
     publisher = EventPublisher(settings)
     with running(indexer.run, indexer.ready):
         publisher.send_raw(b"k1", b"{this is not json")
         publisher.send_raw(b"k2", b'{"kind": "upsert", "id": "x"}')
-        publisher.send(broken_photo)
-        publisher.send(hostile)
+        for bad in (broken_photo, hostile, too_large, unreachable):
+            publisher.send(bad)
         publisher.send_all(good, progress=False)
-        dead = read_dead_letters(settings, 4)
+        dead = read_dead_letters(settings, 6)
         wait_for(lambda: metrics.written._value.get() >= 2, 30, "the good products")
+        assert indexer.ready.is_set()
     kinds = sorted(d.error_kind for d in dead)
-    assert kinds == ["forbidden_url", "image_undecodable", "not_json", "schema_violation"]
+    assert kinds == [
+        "forbidden_url",
+        "image_too_large",
+        "image_undecodable",
+        "image_unreachable",
+        "not_json",
+        "schema_violation",
+    ]
     for d in dead:
         assert d.topic == settings.topics.products and d.offset >= 0 and d.error_message
     assert next(d for d in dead if d.error_kind == "not_json").value == b"{this is not json"

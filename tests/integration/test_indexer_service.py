@@ -6,7 +6,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,12 @@ from shopvec.catalog import DEMO_CATALOG, myntra_products
 from shopvec.publish import EventPublisher
 from shopvec.runtime import build_fusion, build_indexer_service, build_store, collection_spec
 from shopvec.settings import Settings
+from shopvec.stack import free_port
 from tests.integration.conftest import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def worker_env(settings: Settings, ops_port: int) -> dict[str, str]:
@@ -115,7 +109,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(settings, encoder, w
     encoded_texts = 0.0
     kills = 0
     for _ in range(3):
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "workers.indexer"],
             env=worker_env(settings, port),
@@ -130,7 +124,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(settings, encoder, w
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             kills += 1
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.indexer"],
         env=worker_env(settings, port),

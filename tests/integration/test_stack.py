@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +13,9 @@ from shopvec.catalog import DEMO_CATALOG, myntra_products
 from shopvec.client import SearchClient
 from shopvec.publish import EventPublisher
 from shopvec.settings import Settings
-from shopvec.stack import EmbeddedStack
+from shopvec.stack import EmbeddedStack, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -44,8 +37,8 @@ def test_up_serves_searches_and_down_leaves_nothing_running(tmp_path: Path, wait
     env.update(
         {
             "SHOPVEC_STACK__HOME": str(tmp_path / "stack"),
-            "SHOPVEC_STACK__KAFKA_PORT": str(_free_port()),
-            "SHOPVEC_STACK__MILVUS_PORT": str(_free_port()),
+            "SHOPVEC_STACK__KAFKA_PORT": str(free_port()),
+            "SHOPVEC_STACK__MILVUS_PORT": str(free_port()),
             "SHOPVEC_KAFKA__SESSION_TIMEOUT_MS": "6000",
         }
     )
