@@ -1,8 +1,8 @@
 """The evaluation commands: ``eval``, ``convert``, ``align fit`` and ``bench encoders``.
 
-``shopvec.cli`` registers them. This module sits outside ``shopvec.evaluation``, and imports
-from there only when a command runs, so that building the parser loads no plotting library,
-torch or Milvus client.
+``shopvec.cli`` registers the first three, ``shopvec.benchmarks.cli`` the last. This module
+sits outside ``shopvec.evaluation``, and imports from there only when a command runs, so that
+building the parser loads no plotting library, torch or Milvus client.
 """
 
 from __future__ import annotations
@@ -297,12 +297,12 @@ def cmd_align(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def add_bench_encoder_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``bench encoders``, added to the shared ``bench`` parser."""
+    """Options of ``bench encoders`` (its parser is made by ``shopvec.benchmarks.cli``)."""
     p.add_argument(
         "--backends",
         nargs="+",
         default=["offline", "hashing", "clip-b32-random"],
-        help="offline, hashing, clip-b32-random, clip:PATH (encoders only)",
+        help="offline, hashing, clip-b32-random, clip:PATH",
     )
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
     p.add_argument("--n", type=int, default=64, help="photos and titles encoded per run")
@@ -312,7 +312,7 @@ def add_bench_encoder_arguments(p: argparse.ArgumentParser) -> None:
         "--data",
         type=Path,
         default=Path("data/myntra-fashion-1000"),
-        help="a folder with styles.csv and images/ (encoders only)",
+        help="a folder with styles.csv and images/",
     )
 
 

@@ -2,10 +2,10 @@
 
 The parts exported here are pure: they read and write files and compute numbers, but start no
 broker, store or encoder. The parts that do are imported by name: ``runner`` (a data set
-through the indexer, the store and the search service), ``stores`` (Milvus Lite for it),
-``outcome`` (its config and report), ``cache`` (vectors kept by content), ``align`` (fitting and measuring the photo-to-words
-alignment), ``throughput`` (encoder speed), and the converters of particular sources
-(``myntra``).
+through the indexer, the store and the search service), ``outcome`` (what a run is asked and
+finds), ``stores`` (Milvus Lite for it), ``cache`` (vectors kept by content), ``align``
+(fitting and measuring the photo-to-words alignment), ``throughput`` (encoder speed), and the
+converters of particular sources (``myntra``).
 """
 
 from shopvec.evaluation.dataset import (
