@@ -21,6 +21,7 @@ from shopvec.publish import EventPublisher
 from shopvec.runtime import build_fusion, build_indexer_service, build_store, collection_spec
 from shopvec.settings import Settings
 from shopvec.stack import free_port
+from shopvec.store import MilvusProductStore
 from tests.integration.conftest import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -92,18 +93,21 @@ def catalogue_with_changes(n: int) -> tuple[list, dict[str, int]]:
     return events, expected
 
 
-def live_versions(settings: Settings, encoder) -> dict[str, int]:
+def product_store(settings: Settings, encoder) -> MilvusProductStore:
     fusion = build_fusion(settings, encoder)
-    store = build_store(settings, collection_spec(settings, encoder, fusion))
-    rows = store._client.query(
+    return build_store(settings, collection_spec(settings, encoder, fusion))
+
+
+def live_versions(store: MilvusProductStore) -> dict[str, int]:
+    rows = store.client.query(
         store.collection, filter="deleted == false", output_fields=["id", "version"], limit=16384
     )
-    store.close()
     return {r["id"]: r["version"] for r in rows}
 
 
 def test_kill_9_at_random_moments_loses_and_doubles_nothing(settings, encoder, wait_for) -> None:
     events, expected = catalogue_with_changes(60)
+    store = product_store(settings, encoder)
     EventPublisher(settings).send_all(events, progress=False)
     rng = random.Random(7)
     encoded_texts = 0.0
@@ -133,19 +137,20 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(settings, encoder, w
     )
     try:
         wait_ready(port, proc)
-        wait_for(lambda: live_versions(settings, encoder) == expected, 120, "the exact catalogue")
+        wait_for(lambda: live_versions(store) == expected, 120, "the exact catalogue")
         final = scrape(port)
         encoded_texts += final.get("shopvec_indexer_encoded_texts_total", 0)
     finally:
         proc.terminate()
         proc.wait(30)
-    assert live_versions(settings, encoder) == expected
+    assert live_versions(store) == expected
     # Every text needs encoding once (60, plus 10 new titles). What a kill can cost is the
     # batches in flight that were not yet committed: at most max_in_flight + 1 batches of 8.
     assert encoded_texts <= 70 + kills * 4 * 8, encoded_texts
 
 
 def test_two_indexers_share_the_partitions(settings, encoder, wait_for) -> None:
+    store = product_store(settings, encoder)
     first, m1 = build_indexer_service(settings, encoder)
     second, m2 = build_indexer_service(settings, encoder)
     gen = myntra_products(DEMO_CATALOG)
@@ -162,4 +167,4 @@ def test_two_indexers_share_the_partitions(settings, encoder, wait_for) -> None:
             lambda: m1.written._value.get() + m2.written._value.get() >= 40, 60, "all products"
         )
     assert m1.events_in._value.get() > 0 and m2.events_in._value.get() > 0
-    assert len(live_versions(settings, encoder)) == 40
+    assert len(live_versions(store)) == 40
