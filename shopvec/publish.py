@@ -20,7 +20,11 @@ __all__ = ["EventPublisher", "publish_lines"]
 
 class EventPublisher:
     def __init__(self, settings: Settings, topic: str | None = None) -> None:
-        self._producer = Producer(producer_config(settings))
+        # A bounded local queue: publishing a large catalogue waits for the broker instead of
+        # holding the catalogue in memory.
+        self._producer = Producer(
+            producer_config(settings, **{"queue.buffering.max.kbytes": 65536})
+        )
         self._topic = topic or settings.topics.products
         self._errors: list[str] = []
 

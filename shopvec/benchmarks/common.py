@@ -19,7 +19,7 @@ from shopvec.kafka.admin import ensure_topics
 from shopvec.settings import Settings, StackSettings, TopicSettings
 from shopvec.stack import EmbeddedStack, free_port
 
-__all__ = ["bench_settings", "catalogue", "peak_rss_mb", "percentile"]
+__all__ = ["bench_settings", "catalogue", "iter_catalogue", "peak_rss_mb", "percentile"]
 
 
 @contextmanager
@@ -55,16 +55,18 @@ def bench_settings(settings: Settings, partitions: int = 4) -> Iterator[Settings
             stack.down()
 
 
-def catalogue(n: int, *, prefix: str = "bench", now: datetime | None = None) -> list[ProductUpsert]:
+def iter_catalogue(
+    n: int, *, prefix: str = "bench", now: datetime | None = None
+) -> Iterator[ProductUpsert]:
     """n distinct products cycling through the sample's real photos and titles."""
     base = list(myntra_products(DEMO_CATALOG))
     stamp = now or datetime.now(UTC)
-    return [
-        base[i % len(base)].model_copy(
-            update={"id": f"{prefix}-{i}", "updated_at": stamp, "title": base[i % len(base)].title}
-        )
-        for i in range(n)
-    ]
+    for i in range(n):
+        yield base[i % len(base)].model_copy(update={"id": f"{prefix}-{i}", "updated_at": stamp})
+
+
+def catalogue(n: int, *, prefix: str = "bench", now: datetime | None = None) -> list[ProductUpsert]:
+    return list(iter_catalogue(n, prefix=prefix, now=now))
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -7,12 +7,19 @@ Milvus write returned, which is when a search can find it.
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from shopvec.benchmarks.common import bench_settings, catalogue, peak_rss_mb, percentile
+from shopvec.benchmarks.common import (
+    bench_settings,
+    catalogue,
+    iter_catalogue,
+    peak_rss_mb,
+    percentile,
+)
 from shopvec.encoders.base import Encoder
 from shopvec.imaging import ImageLoader
 from shopvec.indexing.pipeline import IndexOutcome
@@ -38,6 +45,10 @@ def _raw_encoder_rate(encoder: Encoder, settings: Settings, n: int, batch: int) 
     return n / (time.perf_counter() - started)
 
 
+def _publish_backlog(settings: Settings, n: int) -> None:
+    EventPublisher(settings).send_all(iter_catalogue(n), total=n, progress=False)
+
+
 def run_ingest_bench(
     settings: Settings,
     *,
@@ -54,8 +65,15 @@ def run_ingest_bench(
     with bench_settings(settings) as s:
         raw = _raw_encoder_rate(encoder, s, min(raw_sample, products), batch)
 
-        # Phase 1: a backlog, consumed as fast as the pipeline goes.
-        EventPublisher(s).send_all(catalogue(products), progress=False)
+        # Phase 1: a backlog, consumed as fast as the pipeline goes. It is published from a
+        # process of its own, so that peak_rss_mb is the indexer's and not the publisher's.
+        publisher_process = multiprocessing.get_context("spawn").Process(
+            target=_publish_backlog, args=(s, products)
+        )
+        publisher_process.start()
+        publisher_process.join()
+        if publisher_process.exitcode != 0:
+            raise RuntimeError("publishing the backlog failed")
         marks: list[tuple[float, IndexOutcome]] = []
         freshness: list[float] = []
         done = threading.Event()

@@ -24,14 +24,16 @@ def next_batch(
     """Up to batch_size messages, waiting at most batch_wait_s once the first one is in; an
     empty list after half a second with none, so the caller can do its housekeeping.
     A fatal consumer error raises; partition EOFs are skipped; other errors are logged."""
+    # consume(n, t) returns after n messages or t seconds, whichever comes first, so the first
+    # message is polled for alone: the batch wait starts when it arrives, not before.
+    first = consumer.poll(0.5)
+    if first is None:
+        return []
+    pending = [first]
     batch: list[Message] = []
     deadline = time.monotonic() + batch_wait_s
-    while len(batch) < batch_size and not stop.is_set():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 and batch:
-            break
-        timeout = max(remaining, 0.05) if batch else 0.5
-        for msg in consumer.consume(batch_size - len(batch), timeout):
+    while not stop.is_set():
+        for msg in pending:
             err = msg.error()
             if err is None:
                 batch.append(msg)
@@ -39,7 +41,11 @@ def next_batch(
                 raise KafkaException(err)
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer: %s", err)
-        if not batch:
+        remaining = deadline - time.monotonic()
+        if len(batch) >= batch_size or remaining <= 0:
+            break
+        pending = consumer.consume(batch_size - len(batch), remaining)
+        if not pending:
             break
     return batch
 
