@@ -95,13 +95,19 @@ class SearchClient:
                 with contextlib.suppress(InvalidStateError):
                     future.set_result(reply)
 
+    def expect(self, request_id: str) -> Future[SearchReply]:
+        """A future for the reply to request_id on this client's reply topic, for a request
+        sent by other means (another producer, another language)."""
+        future: Future[SearchReply] = Future()
+        with self._lock:
+            self._pending[request_id] = future
+        return future
+
     def send(self, request: SearchRequest) -> Future[SearchReply]:
         """Sends without waiting; the future resolves with the reply."""
         if request.reply_topic is None:
             request = request.model_copy(update={"reply_topic": self.reply_topic})
-        future: Future[SearchReply] = Future()
-        with self._lock:
-            self._pending[request.request_id] = future
+        future = self.expect(request.request_id)
         self._producer.produce(
             self._settings.topics.search_requests,
             key=request.request_id.encode(),

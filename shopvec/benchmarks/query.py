@@ -80,6 +80,20 @@ def _fill(
     return fused
 
 
+def _sequential(rate: float, n: int, send: Any) -> list[float]:
+    """The in-process reference: one search at a time at the same pace (the next one starts
+    at its slot, or as soon as the previous one ends if that is later): the search's own
+    latency, with no queueing in front of it."""
+    latencies = []
+    t0 = time.monotonic()
+    for i in range(n):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        latencies.append(send(i))
+    return latencies
+
+
 def _paced(rate: float, n: int, send: Any) -> list[float]:
     """Calls send(i) at a steady rate; send returns its latency in seconds."""
     latencies: list[float] = []
@@ -177,7 +191,7 @@ def run_query_bench(
                         client.request(request(i))
                         return time.perf_counter() - t
 
-                    local = _paced(rate, requests, inprocess)
+                    local = _sequential(rate, requests, inprocess)
                     started = time.monotonic()
                     remote = _paced(rate, requests, over_kafka)
                     wall = time.monotonic() - started

@@ -111,3 +111,30 @@ def test_every_scenario_with_filters_over_kafka(settings, encoder, wait_for, tmp
     page = tmp_path / "results.html"
     write_html(by_photo, page, query="photo")
     assert page.read_text().count("<img") == len(by_photo.results)
+
+
+def test_malformed_requests_get_an_error_reply_or_a_dead_letter(settings, encoder) -> None:
+    from confluent_kafka import Producer
+
+    from schemas import SearchReply
+    from schemas.wire import HEADER_REPLY_TOPIC
+    from shopvec.kafka.config import producer_config
+    from tests.integration.test_end_to_end import read_dead_letters
+
+    query, _ = build_query_worker(settings, encoder)
+    with running(query.run, query.ready), SearchClient(settings, timeout_s=20) as client:
+        producer = Producer(producer_config(settings))
+        answer = client.expect("bad-1")
+        # Names its reply topic and an id, but asks for nothing: an error reply.
+        producer.produce(
+            settings.topics.search_requests,
+            value=b'{"request_id": "bad-1", "top_k": 5}',
+            headers=[(HEADER_REPLY_TOPIC, client.reply_topic.encode())],
+        )
+        # Not even JSON, and nowhere to answer: a dead letter.
+        producer.produce(settings.topics.search_requests, value=b"{oops")
+        producer.flush(10)
+        reply: SearchReply = answer.result(20)
+        assert reply.error is not None and reply.error.kind == "invalid_request"
+        dead = read_dead_letters(settings, 1)
+    assert [d.error_kind for d in dead] == ["not_json"]
