@@ -93,12 +93,22 @@ def _cmd_search(settings: Settings, args: argparse.Namespace) -> int:
             explain=args.explain,
             deadline_ms=args.deadline_ms,
         )
+    label = " + ".join(
+        part
+        for part in (
+            args.text,
+            f"photo {args.image}" if args.image else None,
+            f"like {args.like}" if args.like else None,
+            f"for {args.user}" if args.user else None,
+        )
+        if part
+    )
     if args.json:
         print(reply.model_dump_json(indent=2))
     else:
-        print_reply(reply, query=args.text or str(args.image))
+        print_reply(reply, query=label)
     if args.html:
-        write_html(reply, Path(args.html), query=args.text or str(args.image))
+        write_html(reply, Path(args.html), query=label)
     return 1 if reply.error else 0
 
 
