@@ -8,12 +8,11 @@ Query sets, told apart by the prefix of their ids:
 - ``image:``     a product's photo; relevant: the other products of its articleType. The product
   itself is listed under ``exclude`` so that finding its own photo earns nothing.
 
-Run it as ``python -m shopvec.evaluation.myntra SOURCE_FOLDER DEST_FOLDER``.
+Run it as ``shopvec convert myntra SOURCE_FOLDER DEST_FOLDER``.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import random
 import re
@@ -26,7 +25,7 @@ from typing import Any, Literal
 
 from shopvec.evaluation.dataset import DatasetError, write_jsonl, write_qrels
 
-__all__ = ["COLOURS_ZH", "TYPES_ZH", "ConversionSummary", "convert_myntra", "main"]
+__all__ = ["COLOURS_ZH", "TYPES_ZH", "ConversionSummary", "convert_myntra"]
 
 COLUMNS = (
     "id", "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season",
@@ -202,32 +201,3 @@ def convert_myntra(
     if (source / "README.md").is_file():
         shutil.copyfile(source / "README.md", dest / "SOURCE.md")
     return summary
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("source", type=Path, help="folder with styles.csv and images/")
-    parser.add_argument("dest", type=Path, help="folder to write the evaluation set to")
-    parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--n-title", type=int, default=200, help="title queries to sample")
-    parser.add_argument("--n-image", type=int, default=200, help="image queries to sample")
-    parser.add_argument("--images", choices=["copy", "symlink", "hardlink"], default="copy")
-    args = parser.parse_args(argv)
-    summary = convert_myntra(
-        args.source,
-        args.dest,
-        seed=args.seed,
-        n_title=args.n_title,
-        n_image=args.n_image,
-        images=args.images,
-    )
-    sets = ", ".join(f"{prefix}: {n}" for prefix, n in summary.queries.items())
-    print(
-        f"{summary.products} products, queries {sets}; "
-        f"{len(summary.skipped_without_image)} rows without an image skipped"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
