@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 def build_encoder(settings: Settings) -> Encoder:
     encoder = _build_base_encoder(settings)
+    # Load the weights now, so a worker is ready only once its first request will be fast.
+    warm_up = getattr(encoder, "warm_up", None)
+    if callable(warm_up):
+        warm_up()
     if settings.encoder.alignment_path:
         from shopvec.encoders.alignment import AlignedEncoder, load_alignment
 
