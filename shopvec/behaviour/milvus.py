@@ -16,6 +16,7 @@ from typing import Any
 from pymilvus import DataType, MilvusClient
 
 from shopvec.behaviour.stats import RowKind, StatsRow
+from shopvec.store.milvus import get_chunked
 
 __all__ = ["MilvusStatsStore", "MilvusUserStore", "counts_collection"]
 
@@ -99,17 +100,8 @@ class MilvusUserStore:
         _create(c, self.name, schema, "taste_vec", self._timeout)
 
     def get(self, pseudonyms: Sequence[str]) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        ids = list(dict.fromkeys(pseudonyms))
-        for start in range(0, len(ids), _CHUNK):
-            rows = self._client.get(
-                self.name,
-                ids=ids[start : start + _CHUNK],
-                output_fields=_USER_FIELDS,
-                timeout=self._timeout,
-            )
-            out.update({r["pseudonym"]: dict(r) for r in rows})
-        return out
+        rows = get_chunked(self._client, self.name, pseudonyms, _USER_FIELDS, self._timeout)
+        return {r["pseudonym"]: dict(r) for r in rows}
 
     def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
@@ -160,17 +152,8 @@ class MilvusStatsStore:
         _create(self._client, self.name, schema, "vec", self._timeout)
 
     def get(self, keys: Sequence[str]) -> dict[str, StatsRow]:
-        out: dict[str, StatsRow] = {}
-        ids = list(dict.fromkeys(keys))
-        for start in range(0, len(ids), _CHUNK):
-            rows = self._client.get(
-                self.name,
-                ids=ids[start : start + _CHUNK],
-                output_fields=_STATS_FIELDS,
-                timeout=self._timeout,
-            )
-            out.update({r["key"]: _stats_row(r) for r in rows})
-        return out
+        rows = get_chunked(self._client, self.name, keys, _STATS_FIELDS, self._timeout)
+        return {r["key"]: _stats_row(r) for r in rows}
 
     def find(self, kind: RowKind, names: Sequence[str]) -> list[StatsRow]:
         out: list[StatsRow] = []

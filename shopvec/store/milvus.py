@@ -26,7 +26,7 @@ from shopvec.store.base import (
     VectorField,
 )
 
-__all__ = ["MilvusProductStore", "filter_expression", "spec_from_collection"]
+__all__ = ["MilvusProductStore", "filter_expression", "get_chunked", "spec_from_collection"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,29 @@ def spec_from_collection(
     if spec.name != desc["collection_name"]:
         raise RuntimeError(f"{alias} -> {desc['collection_name']} is not a shopvec collection")
     return spec
+
+
+def get_chunked(
+    client: MilvusClient,
+    collection: str,
+    ids: Sequence[str],
+    fields: Sequence[str],
+    timeout_s: float,
+) -> list[dict[str, Any]]:
+    """Rows by primary key, a few hundred ids per call (each id is a term in the request),
+    duplicates asked once."""
+    wanted = list(dict.fromkeys(ids))
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(wanted), _GET_CHUNK):
+        rows.extend(
+            client.get(
+                collection,
+                ids=wanted[start : start + _GET_CHUNK],
+                output_fields=list(fields),
+                timeout=timeout_s,
+            )
+        )
+    return rows
 
 
 class MilvusProductStore:
@@ -221,15 +244,7 @@ class MilvusProductStore:
     # -- reads and writes -------------------------------------------------------------------
 
     def _get(self, ids: Sequence[str], fields: list[str]) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        for start in range(0, len(ids), _GET_CHUNK):
-            chunk = list(ids[start : start + _GET_CHUNK])
-            rows.extend(
-                self._client.get(
-                    self._spec.name, ids=chunk, output_fields=fields, timeout=self._timeout
-                )
-            )
-        return rows
+        return get_chunked(self._client, self._spec.name, ids, fields, self._timeout)
 
     def state(self, ids: Sequence[str]) -> dict[str, StoredState]:
         return {

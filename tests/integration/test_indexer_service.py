@@ -49,6 +49,18 @@ def worker_env(settings: Settings, ops_port: int) -> dict[str, str]:
     return env
 
 
+def start_indexer(settings: Settings) -> tuple[subprocess.Popen, int]:
+    """The indexer as its own process, the way an orchestrator runs it (and kills it)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.indexer"],
+        env=worker_env(settings, port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, port
+
+
 def scrape(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
         text = resp.read().decode()
@@ -113,13 +125,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(settings, encoder, w
     encoded_texts = 0.0
     kills = 0
     for _ in range(3):
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.indexer"],
-            env=worker_env(settings, port),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc, port = start_indexer(settings)
         try:
             wait_ready(port, proc)
             time.sleep(rng.uniform(0.5, 3.0))
@@ -128,13 +134,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(settings, encoder, w
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             kills += 1
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.indexer"],
-        env=worker_env(settings, port),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, port = start_indexer(settings)
     try:
         wait_ready(port, proc)
         wait_for(lambda: live_versions(store) == expected, 120, "the exact catalogue")
