@@ -27,7 +27,7 @@ from shopvec.kafka.dead_letters import (
     classify_validation_error,
     readable_validation_error,
 )
-from shopvec.kafka.loop import next_batch, with_retries
+from shopvec.kafka.loop import next_batch, store_offsets, with_retries
 
 __all__ = ["BehaviourService"]
 
@@ -90,8 +90,7 @@ class BehaviourService:
             inbound.append((Inbound(event, msg.partition() or 0, msg.offset() or 0), msg))
         outcome = self._apply(inbound, stop)
         self._dead.flush()
-        for msg in batch:
-            self._consumer.store_offsets(msg)
+        store_offsets(self._consumer, batch)
         m.applied.inc(outcome.applied)
         m.duplicates.inc(outcome.duplicates)
         m.unknown_products.inc(outcome.unknown_products)

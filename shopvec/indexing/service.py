@@ -36,7 +36,7 @@ from shopvec.kafka.dead_letters import (
     classify_validation_error,
     readable_validation_error,
 )
-from shopvec.kafka.loop import next_batch, with_retries
+from shopvec.kafka.loop import next_batch, store_offsets, with_retries
 from shopvec.metrics import IndexerMetrics
 from shopvec.store.base import StoredState
 
@@ -223,12 +223,7 @@ class IndexerService:
             self._dead.send(msg, kind, reason)
             self._metrics.dead_lettered.labels(kind=kind).inc()
         self._dead.flush()
-        for msg in batch.messages:
-            try:
-                self._consumer.store_offsets(msg)
-            except KafkaException as exc:
-                # The partition was taken away meanwhile: its new owner replays the message.
-                log.debug("offset not stored for %s[%s]: %s", msg.topic(), msg.partition(), exc)
+        store_offsets(self._consumer, batch.messages)
         with self._pending_lock:
             for pid, (seq, _) in list(self._pending.items()):
                 if seq == batch.seq:

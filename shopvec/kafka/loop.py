@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
-__all__ = ["next_batch", "with_retries"]
+__all__ = ["next_batch", "store_offsets", "with_retries"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,17 @@ def next_batch(
         if not pending:
             break
     return batch
+
+
+def store_offsets(consumer: Consumer, messages: list[Message]) -> None:
+    """Marks messages done. A partition taken away by a rebalance meanwhile refuses the store
+    (its new owner replays the message, which every worker's effects tolerate), so that one is
+    skipped rather than stopping the worker."""
+    for msg in messages:
+        try:
+            consumer.store_offsets(msg)
+        except KafkaException as exc:
+            log.debug("offset not stored for %s[%s]: %s", msg.topic(), msg.partition(), exc)
 
 
 def with_retries(

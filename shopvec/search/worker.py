@@ -35,6 +35,7 @@ from shopvec.kafka.dead_letters import (
     classify_validation_error,
     readable_validation_error,
 )
+from shopvec.kafka.loop import store_offsets
 from shopvec.metrics import QueryMetrics
 from shopvec.search.service import SearchService
 
@@ -146,8 +147,7 @@ class QueryWorker:
                     self._metrics.errors.labels(kind=reply.error.kind).inc()
         self._producer.poll(0)
         self._dead.flush()
-        for msg in msgs:
-            self._consumer.store_offsets(msg)
+        store_offsets(self._consumer, msgs)
         self._metrics.latency_seconds.observe(time.perf_counter() - started)
 
     def _reject(self, msg: Message, exc: ValidationError) -> None:
