@@ -282,6 +282,8 @@ class AlignedEncoder:
         vectors = self._encoder.encode_images(images)
         if len(vectors.visual) == 0:
             return vectors
+        # The head is a mapping learned on the catalogue's own pairs, not the base encoder's
+        # estimate, so the base's confidence in that estimate does not carry over.
         return ImageBatchVectors(
             visual=vectors.visual, joint=self._alignment.apply(vectors.visual, vectors.joint)
         )

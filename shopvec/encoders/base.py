@@ -39,6 +39,17 @@ class ImageBatchVectors:
     """(n, visual_dim) float32, unit rows: for photo-to-photo similarity."""
     joint: np.ndarray
     """(n, joint_dim) float32, unit rows: comparable with encode_texts output."""
+    confidence: np.ndarray | None = None
+    """(n,) float32 in [0, 1]: how far each joint vector can be trusted to say what its photo
+    shows, for encoders whose photos reach the words' space by an estimate (the offline
+    default's ConSE); fusion scales a photo's weight by it. None: fully, as for models trained
+    to align photos with words (the CLIP family)."""
+
+    def joint_confidence(self) -> np.ndarray:
+        """confidence, with None read as 1 for every photo."""
+        if self.confidence is None:
+            return np.ones(len(self.joint), np.float32)
+        return self.confidence
 
 
 @runtime_checkable

@@ -22,7 +22,16 @@ _BUCKETS = 512
 
 
 class HashingEncoder:
-    def __init__(self, joint_dim: int = 32, visual_dim: int = 24, seed: int = 7) -> None:
+    def __init__(
+        self,
+        joint_dim: int = 32,
+        visual_dim: int = 24,
+        seed: int = 7,
+        photo_confidence: float | None = None,
+    ) -> None:
+        """photo_confidence: reported for every photo (None: none reported), for tests of
+        what fusion does with it."""
+        self._photo_confidence = photo_confidence
         rng = np.random.default_rng(seed)
         self._text_proj = rng.standard_normal((_BUCKETS, joint_dim)).astype(np.float32)
         self._image_proj = rng.standard_normal((48, joint_dim)).astype(np.float32)
@@ -55,4 +64,7 @@ class HashingEncoder:
         return ImageBatchVectors(
             visual=l2_normalise(hists @ self._visual_proj),
             joint=l2_normalise(hists @ self._image_proj),
+            confidence=None
+            if self._photo_confidence is None
+            else np.full(len(images), self._photo_confidence, np.float32),
         )

@@ -7,6 +7,11 @@
   Norouzi et al. 2014). The classifier's top-T ImageNet labels are embedded with the sentence
   encoder and averaged with the classifier's probabilities as weights, so a text query can reach a
   product that has only a photo.
+- How sure that estimate is: the length of the probability-weighted sum of the top-T label
+  embeddings (unit vectors) before it is normalised. It is 1 when the classifier puts all its
+  belief on one label, and shrinks as the belief leaks out of the top T or spreads over labels
+  whose embeddings disagree. Fusion scales the photo's weight by it (`ImageBatchVectors.
+  confidence`), so a photo the classifier cannot name moves a product's fused vector less.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ __all__ = ["OfflineEncoder"]
 
 _IMAGE_SIZE = 224
 _CONSE_TOP = 10
-_VERSION = "1"
+_VERSION = "2"
 
 
 def _imagenet_labels() -> list[str]:
@@ -118,7 +123,9 @@ class OfflineEncoder:
     def encode_images(self, images: Sequence[torch.Tensor]) -> ImageBatchVectors:
         if not images:
             return ImageBatchVectors(
-                visual=np.zeros((0, 1280), np.float32), joint=np.zeros((0, 512), np.float32)
+                visual=np.zeros((0, 1280), np.float32),
+                joint=np.zeros((0, 512), np.float32),
+                confidence=np.zeros(0, np.float32),
             )
         with self._lock:
             labels = self._label_vectors
@@ -133,11 +140,15 @@ class OfflineEncoder:
                     visual.append(pooled.numpy())
                     probs.append(torch.softmax(logits, dim=-1).numpy())
         p = np.concatenate(probs)
-        # ConSE: keep the top T labels, renormalise their probabilities, mix their embeddings.
+        # ConSE: keep the top T labels and mix their embeddings with the probabilities as
+        # weights. Renormalising the weights would not change the direction, only the length,
+        # and the length is the confidence.
         top = np.argpartition(-p, _CONSE_TOP, axis=1)[:, :_CONSE_TOP]
         weights = np.take_along_axis(p, top, axis=1)
-        weights /= weights.sum(axis=1, keepdims=True)
         joint = np.einsum("nt,ntd->nd", weights, labels[top])
+        confidence = np.clip(np.linalg.norm(joint, axis=1), 0.0, 1.0).astype(np.float32)
         return ImageBatchVectors(
-            visual=l2_normalise(np.concatenate(visual)), joint=l2_normalise(joint)
+            visual=l2_normalise(np.concatenate(visual)),
+            joint=l2_normalise(joint),
+            confidence=confidence,
         )

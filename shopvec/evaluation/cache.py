@@ -49,7 +49,8 @@ class CachingEncoder:
         self._info = encoder.info
         self._path = Path(folder) / f"{self._info.key}.npz" if folder is not None else None
         self._texts: dict[str, np.ndarray] = {}
-        self._images: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._images: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+        """key -> (visual, joint, confidence); NaN where the encoder gives no confidence."""
         self._dirty = False
         self.hits = 0
         self.misses = 0
@@ -87,6 +88,7 @@ class CachingEncoder:
                 self._images[k] = (
                     np.asarray(got.visual[i], np.float32),
                     np.asarray(got.joint[i], np.float32),
+                    float("nan") if got.confidence is None else float(got.confidence[i]),
                 )
             self._dirty = True
         self._count(len(keys), len(todo))
@@ -95,9 +97,11 @@ class CachingEncoder:
                 visual=np.zeros((0, self._info.visual_dim), np.float32),
                 joint=np.zeros((0, self._info.joint_dim), np.float32),
             )
+        confidence = np.asarray([self._images[k][2] for k in keys], np.float32)
         return ImageBatchVectors(
             visual=np.stack([self._images[k][0] for k in keys]),
             joint=np.stack([self._images[k][1] for k in keys]),
+            confidence=None if np.isnan(confidence).all() else np.nan_to_num(confidence, nan=1.0),
         )
 
     def _count(self, asked: int, encoded: int) -> None:
@@ -124,6 +128,7 @@ class CachingEncoder:
             "joint": np.stack([self._images[k][1] for k in image_keys])
             if image_keys
             else np.zeros((0, joint), np.float32),
+            "confidence": np.asarray([self._images[k][2] for k in image_keys], np.float32),
         }
         # Write beside, then rename: a run stopped half-way never leaves a torn file.
         partial = self._path.with_name(f".{self._path.name}.{os.getpid()}.partial")
@@ -137,10 +142,16 @@ class CachingEncoder:
         try:
             with np.load(path, allow_pickle=False) as data:
                 texts = dict(zip(data["text_keys"].tolist(), data["text"], strict=True))
+                keys = data["image_keys"].tolist()
+                confidence = (
+                    data["confidence"].tolist()
+                    if "confidence" in data.files
+                    else [float("nan")] * len(keys)
+                )
                 images = {
-                    k: (v, j)
-                    for k, v, j in zip(
-                        data["image_keys"].tolist(), data["visual"], data["joint"], strict=True
+                    k: (v, j, float(c))
+                    for k, v, j, c in zip(
+                        keys, data["visual"], data["joint"], confidence, strict=True
                     )
                 }
         except (OSError, KeyError, ValueError) as exc:
@@ -148,7 +159,7 @@ class CachingEncoder:
             return
         joint, visual = self._info.joint_dim, self._info.visual_dim
         if any(v.shape != (joint,) for v in texts.values()) or any(
-            v.shape != (visual,) or j.shape != (joint,) for v, j in images.values()
+            v.shape != (visual,) or j.shape != (joint,) for v, j, _ in images.values()
         ):
             log.warning("ignoring the vector cache %s: its dimensions do not match", path)
             return

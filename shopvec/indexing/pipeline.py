@@ -66,6 +66,8 @@ class Prepared:
     text_hashes: dict[str, str] = field(default_factory=dict)
     image_hashes: dict[str, str] = field(default_factory=dict)
     thumbnails: dict[str, str | None] = field(default_factory=dict)
+    photo_confidence: dict[str, float | None] = field(default_factory=dict)
+    """Of the stored photos that are reused."""
     states: dict[str, StoredState] = field(default_factory=dict)
     """What the store will hold for each id once this batch is written."""
 
@@ -203,6 +205,7 @@ class ProductIndexer:
         out.reuse_image = {e.id for e in events if reusable(e, "image")}
         for pid in out.reuse_image:
             out.thumbnails[pid] = stored[pid].thumbnail
+            out.photo_confidence[pid] = stored[pid].photo_confidence
         out.old_vectors = self._store.vectors(sorted(out.reuse_text | out.reuse_image))
 
         # Photos first: a product whose photo fails is dead-lettered, not half-indexed.
@@ -254,6 +257,7 @@ class ProductIndexer:
         text_by_id = {e.id: text_vecs[i] for i, e in enumerate(text_events)}
         flat_photos = [t for e in events if e.id in p.photos for t in p.photos[e.id]]
         image_vecs = self._encoder.encode_images(flat_photos)
+        confidences = image_vecs.confidence
         p.outcome.encoded_texts += len(text_events)
         p.outcome.encoded_images += len(flat_photos)
 
@@ -264,21 +268,31 @@ class ProductIndexer:
             text = text_by_id.get(e.id)
             if text is None and e.id in p.reuse_text:
                 text = old["text_vec"]
-            joint_photos = visual = None
+            joint_photos = visual = confidence = None
             if e.id in p.photos and not any(img.url for img in e.images):
                 p.thumbnails[e.id] = thumbnail_data_uri(p.photos[e.id][0])
             if e.id in p.photos:
                 n = len(p.photos[e.id])
                 joint_photos = image_vecs.joint[cursor : cursor + n]
+                if confidences is not None:
+                    confidence = confidences[cursor : cursor + n]
                 visual = _mean_unit(image_vecs.visual[cursor : cursor + n])
                 cursor += n
             elif e.id in p.reuse_image:
                 joint_photos = old["image_vec"][None, :]
+                stored = p.photo_confidence.get(e.id)
+                confidence = None if stored is None else np.array([stored], np.float32)
                 visual = old["visual_vec"]
             if e.id in p.reuse_text and (e.id in p.reuse_image or not e.images):
                 p.outcome.reused += 1
             row = self._row(
-                e, text, joint_photos, visual, p.text_hashes[e.id], p.image_hashes[e.id]
+                e,
+                text,
+                joint_photos,
+                confidence,
+                visual,
+                p.text_hashes[e.id],
+                p.image_hashes[e.id],
             )
             if p.thumbnails.get(e.id):
                 row["doc"]["thumbnail"] = p.thumbnails[e.id]
@@ -323,13 +337,15 @@ class ProductIndexer:
         e: ProductUpsert,
         text: np.ndarray | None,
         joint_photos: np.ndarray | None,
+        confidence: np.ndarray | None,
         visual: np.ndarray | None,
         text_hash: str,
         image_hash: str,
     ) -> dict[str, Any]:
+        """confidence: the encoder's, per photo (None: it gives none)."""
         has_image = joint_photos is not None
         has_text = text is not None
-        fused = self._fusion.fuse(text, joint_photos)
+        fused, pooled = self._fusion.fuse_with_confidence(text, joint_photos, confidence)
         image_vec = _mean_unit(joint_photos) if joint_photos is not None else None
         main = next((img.url for img in e.images if img.url), None)
         return {
@@ -352,6 +368,11 @@ class ProductIndexer:
                 "attributes": e.attributes,
                 "image_url": main,
                 "locale": e.locale,
+                **(
+                    {"photo_confidence": round(pooled, 4)}
+                    if pooled is not None and confidence is not None
+                    else {}
+                ),
             },
             "visual_vec": visual if visual is not None else self._placeholder["visual_vec"],
             "image_vec": image_vec if image_vec is not None else self._placeholder["image_vec"],

@@ -69,6 +69,7 @@ class Plan:
     text: np.ndarray | None = None
     photo_joint: np.ndarray | None = None
     photo_visual: np.ndarray | None = None
+    photo_confidence: float | None = None
     like: dict[str, Any] | None = None
     legs: list[Leg] = dc_field(default_factory=list)
     error: SearchError | None = None
@@ -88,11 +89,15 @@ def legs_for(plan: Plan, fusion: Fusion, limit: int) -> list[Leg]:
     if plan.scenario == "image2image":
         wanted = [("visual_vec", plan.photo_visual)]
         if combine:
-            wanted.append(("fused_vec", fusion.query_vector(None, plan.photo_joint)))
+            wanted.append(
+                ("fused_vec", fusion.query_vector(None, plan.photo_joint, plan.photo_confidence))
+            )
     elif plan.scenario == "text2image":
         wanted = [("image_vec", plan.text)]
     elif plan.scenario in ("text2product", "cross"):
-        wanted = [("fused_vec", fusion.query_vector(plan.text, plan.photo_joint))]
+        wanted = [
+            ("fused_vec", fusion.query_vector(plan.text, plan.photo_joint, plan.photo_confidence))
+        ]
         if combine:
             if plan.text is not None:
                 wanted += [("text_vec", plan.text), ("image_vec", plan.text)]

@@ -139,6 +139,8 @@ class SearchService:
             for i, (p, _) in enumerate(ok):
                 p.photo_joint = vecs.joint[i]
                 p.photo_visual = vecs.visual[i]
+                if vecs.confidence is not None:
+                    p.photo_confidence = float(vecs.confidence[i])
 
     def _load_likes(self, plans: list[Plan]) -> None:
         if not plans:
@@ -165,6 +167,17 @@ class SearchService:
                 leg.hits = hits
 
     # -- replies --------------------------------------------------------------------------------
+
+    def _fusion_explained(self, photo_confidence: float | None) -> dict[str, Any]:
+        """How this product's fused vector mixed its photo and its words."""
+        out: dict[str, Any] = {
+            "method": self._fusion.method,
+            "image_weight": self._fusion.image_weight,
+        }
+        if photo_confidence is not None:
+            out["photo_confidence"] = photo_confidence
+            out["photo_weight_applied"] = round(self._fusion.photo_weight(photo_confidence), 4)
+        return out
 
     def _reply(self, plan: Plan, started: float) -> SearchReply:
         request = plan.request
@@ -222,10 +235,7 @@ class SearchService:
                 {
                     "scenario": plan.scenario,
                     "ranker": plan.request.ranker,
-                    "fusion": {
-                        "method": self._fusion.method,
-                        "image_weight": self._fusion.image_weight,
-                    },
+                    "fusion": self._fusion_explained(doc.get("photo_confidence")),
                     "combined": combined,
                     "filters_matched": filters.model_dump(exclude_defaults=True) if filters else {},
                     "personalisation": personal,

@@ -87,6 +87,20 @@ class StoredState:
     image_hash: str
     thumbnail: str | None = None
     """Kept so that an update that reuses the photo's vectors keeps its thumbnail too."""
+    photo_confidence: float | None = None
+    """Likewise the encoder's confidence in the photo (see ImageBatchVectors.confidence)."""
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StoredState:
+        doc = row.get("doc") or {}
+        return cls(
+            row["version"],
+            row["deleted"],
+            row["text_hash"],
+            row["image_hash"],
+            doc.get("thumbnail"),
+            doc.get("photo_confidence"),
+        )
 
 
 @dataclass(frozen=True)

@@ -34,17 +34,7 @@ class InMemoryProductStore:
         return None
 
     def state(self, ids: Sequence[str]) -> dict[str, StoredState]:
-        return {
-            i: StoredState(
-                r["version"],
-                r["deleted"],
-                r["text_hash"],
-                r["image_hash"],
-                r["doc"].get("thumbnail"),
-            )
-            for i in ids
-            if (r := self.rows.get(i)) is not None
-        }
+        return {i: StoredState.from_row(r) for i in ids if (r := self.rows.get(i)) is not None}
 
     def vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
         return {

@@ -247,16 +247,7 @@ class MilvusProductStore:
         return get_chunked(self._client, self._spec.name, ids, fields, self._timeout)
 
     def state(self, ids: Sequence[str]) -> dict[str, StoredState]:
-        return {
-            r["id"]: StoredState(
-                r["version"],
-                r["deleted"],
-                r["text_hash"],
-                r["image_hash"],
-                (r.get("doc") or {}).get("thumbnail"),
-            )
-            for r in self._get(ids, _STATE_FIELDS)
-        }
+        return {r["id"]: StoredState.from_row(r) for r in self._get(ids, _STATE_FIELDS)}
 
     def vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
         rows = self._get(ids, ["id", *VECTOR_FIELDS])

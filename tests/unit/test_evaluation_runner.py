@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from shopvec.cli import main
@@ -230,6 +231,22 @@ def test_cache_encodes_each_input_once(
     second = run_evaluation(dataset, again, InMemoryProductStore, images)
     assert again_inner.images_seen == again_inner.texts_seen == 0
     assert second.results() == first.results()
+
+
+def test_cache_keeps_the_photo_confidence(tmp_path: Path) -> None:
+    photos = [torch.full((3, 8, 8), v, dtype=torch.uint8) for v in (10, 200)]
+    for confidence in (0.4, None):
+        cached = CachingEncoder(HashingEncoder(photo_confidence=confidence), tmp_path / "c")
+        first = cached.encode_images(photos)
+        cached.save()
+        again = CachingEncoder(HashingEncoder(photo_confidence=confidence), tmp_path / "c")
+        second = again.encode_images(photos)
+        assert again.misses == 0
+        if confidence is None:
+            assert first.confidence is None and second.confidence is None
+        else:
+            np.testing.assert_allclose(second.confidence, [confidence] * 2)
+        (tmp_path / "c").joinpath(f"{cached.info.key}.npz").unlink()
 
 
 @pytest.mark.usefixtures("cli_logging")

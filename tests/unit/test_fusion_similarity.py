@@ -50,6 +50,34 @@ def test_attention_prefers_the_photo_that_matches_the_title() -> None:
     assert float(pooled @ photos[1]) > float(pooled @ photos[0])
 
 
+def test_photo_confidence_scales_the_photo_weight() -> None:
+    f = Fusion("weighted", 0.5, 8)
+    t, i = unit(), unit()
+    assert f.photo_weight(None) == f.photo_weight(1.0) == 0.5
+    assert np.isclose(f.photo_weight(0.5), 0.25 / 0.75)
+    assert f.photo_weight(0.0) == 0.0
+    assert Fusion("weighted", 1.0, 8).photo_weight(0.0) == 1.0  # photos only, as configured
+    assert np.allclose(f.fuse(t, i[None, :]), f.fuse(t, i[None, :], np.array([1.0])))
+    sure, unsure = (f.fuse(t, i[None, :], np.array([c])) for c in (0.9, 0.2))
+    assert float(unsure @ t) > float(sure @ t)
+    assert np.allclose(f.fuse(t, i[None, :], np.array([0.0])), t, atol=1e-6)
+    # A photo alone is the photo, however unsure: there is nothing else to weigh it against.
+    assert np.allclose(f.fuse(None, i[None, :], np.array([0.1])), i, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["weighted", "concat", "attention"])
+def test_queries_and_products_mix_alike_with_confidence(method: str) -> None:
+    f = Fusion(method, 0.4, 8)  # type: ignore[arg-type]
+    t, photos = unit(), np.stack([unit(), unit()])
+    fused, pooled = f.fuse_with_confidence(t, photos, np.array([0.2, 0.6]))
+    assert pooled is not None and 0.2 <= pooled <= 0.6
+    assert np.isclose(np.linalg.norm(fused), 1.0, atol=1e-5)
+    assert f.fuse_with_confidence(t, None)[1] is None
+    query = f.query_vector(t, photos[0], 0.3)
+    assert query.shape == (f.fused_dim,)
+    assert np.isclose(np.linalg.norm(query), 1.0, atol=1e-5)
+
+
 def test_similarity_orders_alike_for_unit_vectors() -> None:
     q = unit()
     c = np.stack([unit() for _ in range(20)])

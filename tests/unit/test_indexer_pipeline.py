@@ -98,6 +98,26 @@ def test_price_only_update_reuses_vectors(setup) -> None:
     assert out.encoded_texts == 1 and out.encoded_images == 0
 
 
+def test_photo_confidence_weighs_the_photo_and_survives_reuse() -> None:
+    enc = HashingEncoder(photo_confidence=0.25)
+    fusion = Fusion("weighted", 0.5, enc.info.joint_dim)
+    spec = CollectionSpec("products", enc.info, fusion.key, fusion.fused_dim, "COSINE")
+    store = InMemoryProductStore(spec)
+    indexer = ProductIndexer(enc, store, Images(), fusion)
+    indexer.apply([upsert("a", 1, price=10)])
+    row = store.rows["a"]
+    assert row["doc"]["photo_confidence"] == 0.25
+    expected = fusion.fuse(row["text_vec"], row["image_vec"][None, :], np.array([0.25]))
+    np.testing.assert_allclose(row["fused_vec"], expected, atol=1e-6)
+    out = indexer.apply([upsert("a", 2, price=12)])
+    assert out.reused == 1
+    assert store.rows["a"]["doc"]["photo_confidence"] == 0.25
+    np.testing.assert_allclose(store.rows["a"]["fused_vec"], expected, atol=1e-6)
+    out = indexer.apply([upsert("a", 3, title="blue shirt", price=12)])
+    assert out.encoded_texts == 1 and out.encoded_images == 0
+    assert store.rows["a"]["doc"]["photo_confidence"] == 0.25
+
+
 def test_unreachable_photo_fails_only_its_product(setup) -> None:
     indexer, store, _, _ = setup
     bad = ProductUpsert(

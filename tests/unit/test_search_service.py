@@ -164,3 +164,28 @@ def test_compact_explanations_by_default(service) -> None:
     result = svc.search(SearchRequest(request_id="e", text="red shirt")).results[0]
     assert set(result.explanation) == {"field", "scores"}
     assert result.thumbnail and result.thumbnail.startswith("data:image/jpeg;base64,")
+
+
+def test_full_explanation_gives_the_photo_weight_applied() -> None:
+    enc = HashingEncoder(photo_confidence=0.5)
+    fusion = Fusion("weighted", 0.5, enc.info.joint_dim)
+    store = InMemoryProductStore(
+        CollectionSpec("p", enc.info, fusion.key, fusion.fused_dim, "COSINE")
+    )
+    product = ProductUpsert(
+        id="a",
+        version=1,
+        updated_at=T0,
+        title="red shirt",
+        images=[ProductImage(data_base64=png(COLOURS["red"]))],
+    )
+    ProductIndexer(enc, store, Images(), fusion).apply([product])
+    svc = SearchService(enc, store, fusion, Images())
+    reply = svc.search(SearchRequest(request_id="e", text="red shirt", explain=True))
+    explained = reply.results[0].explanation["fusion"]
+    assert explained["photo_confidence"] == 0.5
+    assert explained["photo_weight_applied"] == round(0.25 / 0.75, 4)
+    cross = svc.search(
+        SearchRequest(request_id="x", text="red shirt", image_base64=png(COLOURS["red"]))
+    )
+    assert ids(cross) == ["a"]
