@@ -2,6 +2,18 @@
 search done in-process in the same run, at a steady request rate; and ANN recall@10 against
 exact search.
 
+Two in-process references, both with the worker's own SearchService:
+- in-process serving at the same rate: requests arrive at the same steady pace into a local
+  queue that one thread serves the way the query worker does (it takes what has arrived, up to
+  a batch, and answers it with one search_many). Kafka's overhead is the difference between
+  this and the same requests over Kafka: the transport, not the queueing that any server of
+  that capacity would show at that rate;
+- the search alone: one at a time, nothing in front of it, what a single search costs.
+
+Searches are measured once the store has built its indexes: after a flush, Milvus builds them
+in the background (Milvus Lite reports them built at once, so for the embedded one the
+benchmark waits until its process goes idle), and a search meanwhile scans the rows instead.
+
 The collection is filled directly (not through the encoder, which would take hours at 100k on a
 CPU): the sample's real products are encoded once, and each stored row is one of them plus a
 little Gaussian jitter, so the vectors have the sample's structure at the size asked for.
@@ -10,9 +22,13 @@ Queries are real: the sample's titles and photos, through the real encoder.
 
 from __future__ import annotations
 
+import os
+import queue
 import threading
 import time
 import uuid
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +49,7 @@ from shopvec.runtime import (
 )
 from shopvec.search.service import SearchService
 from shopvec.settings import Settings
+from shopvec.stack import EmbeddedStack
 from shopvec.store.base import VECTOR_FIELDS
 from shopvec.store.memory import InMemoryProductStore
 from shopvec.store.milvus import MilvusProductStore
@@ -78,6 +95,74 @@ def _fill(
         store.upsert(rows)
     store.flush()
     return fused
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_until_indexed(
+    store: MilvusProductStore, settings: Settings, timeout_s: float = 900.0
+) -> float:
+    """Waits until the store's indexes cover its rows; returns the seconds waited."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    if settings.milvus_embedded:
+        milvus = next(p for p in EmbeddedStack(settings).processes() if p.name == "milvus")
+        quiet = 0
+        while quiet < 3 and time.monotonic() < deadline:
+            before = _cpu_seconds(milvus.pid)
+            time.sleep(1.0)
+            quiet = quiet + 1 if _cpu_seconds(milvus.pid) - before < 0.05 else 0
+    else:
+        for field in VECTOR_FIELDS:
+            while time.monotonic() < deadline:
+                info = store.client.describe_index(store.collection, field)
+                if not info or int(info.get("pending_index_rows", 0)) == 0:
+                    break
+                time.sleep(1.0)
+    return time.monotonic() - started
+
+
+class _InProcessServer:
+    """The query worker's loop without Kafka: a local queue served by one thread that takes
+    what has arrived (up to batch_size, waiting batch_wait_s after the first, as the worker
+    does) and answers it with one search_many."""
+
+    def __init__(self, service: SearchService, batch_size: int, batch_wait_s: float) -> None:
+        self._service = service
+        self._batch_size = batch_size
+        self._batch_wait_s = batch_wait_s
+        self._queue: queue.Queue[tuple[SearchRequest, Future[Any]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def ask(self, request: SearchRequest) -> Any:
+        done: Future[Any] = Future()
+        self._queue.put((request, done))
+        return done.result(timeout=120)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(30)
+
+    def _serve(self) -> None:
+        while (first := self._queue.get()) is not None:
+            batch = [first]
+            until = time.monotonic() + self._batch_wait_s
+            while len(batch) < self._batch_size:
+                try:
+                    more = self._queue.get(timeout=max(0.0, until - time.monotonic()))
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+            replies = self._service.search_many([r for r, _ in batch])
+            for (_, done), reply in zip(batch, replies, strict=True):
+                done.set_result(reply)
 
 
 def _sequential(rate: float, n: int, send: Any) -> list[float]:
@@ -146,6 +231,7 @@ def run_query_bench(
             started = time.monotonic()
             fused = _fill(store, seeds, n, rng)
             load_s = time.monotonic() - started
+            index_wait_s = _wait_until_indexed(store, sized)
 
             # ANN recall@10 on the fused field against exact search over the same vectors.
             probes = fused[rng.choice(n, 100, replace=False)]
@@ -163,12 +249,16 @@ def run_query_bench(
             worker, _ = build_query_worker(sized, encoder)
             figures: dict[str, Any] = {
                 "load_s": round(load_s, 1),
+                "index_wait_s": round(index_wait_s, 1),
                 "ann_recall_at_10": round(float(recall), 4),
             }
             stop = threading.Event()
             thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
             thread.start()
             worker.ready.wait(60)
+            local_server = _InProcessServer(
+                service, sized.query.batch_size, sized.query.batch_wait_ms / 1000
+            )
             with SearchClient(sized, timeout_s=60) as client:
                 client.search(texts[0])  # warm the path
                 for kind in ("text", "image"):
@@ -181,9 +271,14 @@ def run_query_bench(
                             body["image_base64"] = photos[i % len(photos)]
                         return SearchRequest.model_validate(body)
 
-                    def inprocess(i: int, service: SearchService = service) -> float:
+                    def alone(i: int, service: SearchService = service) -> float:
                         t = time.perf_counter()
                         service.search(request(i))
+                        return time.perf_counter() - t
+
+                    def in_process(i: int, local: _InProcessServer = local_server) -> float:
+                        t = time.perf_counter()
+                        local.ask(request(i))
                         return time.perf_counter() - t
 
                     def over_kafka(i: int) -> float:
@@ -191,12 +286,12 @@ def run_query_bench(
                         client.request(request(i))
                         return time.perf_counter() - t
 
-                    local = _sequential(rate, requests, inprocess)
+                    single_ms = [x * 1000 for x in _sequential(rate, requests, alone)]
+                    local_ms = [x * 1000 for x in _paced(rate, requests, in_process)]
                     started = time.monotonic()
                     remote = _paced(rate, requests, over_kafka)
                     wall = time.monotonic() - started
                     ms = [x * 1000 for x in remote]
-                    local_ms = [x * 1000 for x in local]
                     figures[kind] = {
                         "p50_ms": round(percentile(ms, 50), 1),
                         "p95_ms": round(percentile(ms, 95), 1),
@@ -204,8 +299,11 @@ def run_query_bench(
                         "inprocess_p50_ms": round(percentile(local_ms, 50), 1),
                         "inprocess_p99_ms": round(percentile(local_ms, 99), 1),
                         "p99_overhead_ms": round(percentile(ms, 99) - percentile(local_ms, 99), 1),
+                        "search_alone_p50_ms": round(percentile(single_ms, 50), 1),
+                        "search_alone_p99_ms": round(percentile(single_ms, 99), 1),
                         "requests_per_s": round(len(ms) / wall, 2),
                     }
+            local_server.close()
             stop.set()
             thread.join(30)
             out["sizes"][str(n)] = figures
