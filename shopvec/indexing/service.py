@@ -291,10 +291,16 @@ class IndexerService:
                 try:
                     batch.outcome = self._retrying(partial(self._indexer.write, prepared))
                     self._unflushed += batch.outcome.written
-                    self._maybe_flush()
                 except BaseException as exc:
                     batch.error = exc
             self._done.put(batch)
+            # After the batch is handed on: a written row is durable and found without a flush
+            # (the flush seals rows into indexed segments), so its offset need not wait for it.
+            if batch.error is None and batch.prepared is not None:
+                try:
+                    self._maybe_flush()
+                except BaseException:
+                    log.exception("flushing the store failed; will try again after a later batch")
 
     def _maybe_flush(self) -> None:
         due = time.monotonic() - self._last_flush >= self._flush_interval_s
