@@ -45,12 +45,6 @@ class ImageBatchVectors:
     default's ConSE); fusion scales a photo's weight by it. None: fully, as for models trained
     to align photos with words (the CLIP family)."""
 
-    def joint_confidence(self) -> np.ndarray:
-        """confidence, with None read as 1 for every photo."""
-        if self.confidence is None:
-            return np.ones(len(self.joint), np.float32)
-        return self.confidence
-
 
 @runtime_checkable
 class Encoder(Protocol):
