@@ -11,6 +11,7 @@ from shopvec.catalog import DEMO_CATALOG, myntra_products
 from shopvec.client import SearchClient
 from shopvec.present import print_reply
 from shopvec.publish import EventPublisher
+from shopvec.runtime import milvus_client
 from shopvec.settings import Settings
 from shopvec.stack import EmbeddedStack
 
@@ -41,7 +42,7 @@ def _indexed(client: MilvusClient, alias: str, ids: list[str]) -> int:
 
 
 def wait_indexed(settings: Settings, ids: list[str], timeout_s: float = 900.0) -> None:
-    client = MilvusClient(uri=settings.milvus_uri(), timeout=10)
+    client = milvus_client(settings, timeout_s=10)
     try:
         with tqdm(total=len(ids), unit="product", desc="indexing") as bar:
             deadline = time.monotonic() + timeout_s

@@ -33,6 +33,7 @@ __all__ = [
     "build_search_service",
     "build_store",
     "collection_spec",
+    "milvus_client",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,15 +95,31 @@ def collection_spec(settings: Settings, encoder: Encoder, fusion: Fusion) -> Col
     )
 
 
+def milvus_client(settings: Settings, timeout_s: float | None = None) -> MilvusClient:
+    """A client of the configured Milvus; every part of the project connects through this."""
+    from pymilvus import MilvusClient
+
+    m = settings.milvus
+    options: dict[str, Any] = {}
+    if settings.milvus_embedded:
+        # pymilvus pings an idle channel every 10 s; the embedded Milvus Lite server keeps
+        # gRPC's default of one ping per 5 minutes without calls, answers the excess with
+        # GOAWAY "too many pings", and a client that then reconnects can be refused the same
+        # way. Ping only while calls are in flight there.
+        options["grpc_options"] = {"grpc.keepalive_permit_without_calls": False}
+    return MilvusClient(
+        uri=settings.milvus_uri(),
+        token=m.token.get_secret_value() if m.token else "",
+        db_name=m.db_name,
+        timeout=m.timeout_s if timeout_s is None else timeout_s,
+        **options,
+    )
+
+
 def build_store(settings: Settings, spec: CollectionSpec) -> MilvusProductStore:
     m = settings.milvus
-    return MilvusProductStore.connect(
-        settings.milvus_uri(),
-        spec,
-        token=m.token.get_secret_value() if m.token else None,
-        db_name=m.db_name,
-        timeout_s=m.timeout_s,
-        search_ef=m.search_ef,
+    return MilvusProductStore(
+        milvus_client(settings), spec, timeout_s=m.timeout_s, search_ef=m.search_ef
     )
 
 
@@ -198,18 +215,6 @@ def build_query_worker(
 # -- user behaviour ---------------------------------------------------------------------------
 
 
-def _milvus_client(settings: Settings) -> MilvusClient:
-    from pymilvus import MilvusClient
-
-    m = settings.milvus
-    return MilvusClient(
-        uri=settings.milvus_uri(),
-        token=m.token.get_secret_value() if m.token else "",
-        db_name=m.db_name,
-        timeout=m.timeout_s,
-    )
-
-
 def _behaviour_parts(
     settings: Settings, products: MilvusProductStore, client: MilvusClient
 ) -> tuple[Any, Any, Any]:
@@ -230,7 +235,7 @@ def build_personaliser(settings: Settings, products: MilvusProductStore) -> Pers
     """Personalised ranking for the query worker, on the users collection and its counts."""
     from shopvec.behaviour import Personaliser
 
-    users, stats, pseudonyms = _behaviour_parts(settings, products, _milvus_client(settings))
+    users, stats, pseudonyms = _behaviour_parts(settings, products, milvus_client(settings))
     return Personaliser(users, stats, products, pseudonyms, settings.behaviour)
 
 
@@ -239,7 +244,7 @@ def attach_product_store(settings: Settings, wait_s: float = 600.0) -> MilvusPro
     loaded; waits for it (the indexer creates it at start)."""
     from shopvec.store.milvus import spec_from_collection
 
-    client = _milvus_client(settings)
+    client = milvus_client(settings)
     m = settings.milvus
     deadline = time.monotonic() + wait_s
     while True:

@@ -220,12 +220,12 @@ class EmbeddedStack:
             time.sleep(0.1)
 
     def _wait_milvus(self, timeout_s: float = 60.0) -> None:
-        from pymilvus import MilvusClient
+        from shopvec.runtime import milvus_client
 
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                client = MilvusClient(uri=self.settings.milvus_uri(), timeout=5)
+                client = milvus_client(self.settings, timeout_s=5)
                 client.list_collections(timeout=5)
                 client.close()
                 return

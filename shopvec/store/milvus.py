@@ -127,20 +127,6 @@ class MilvusProductStore:
         self._timeout = timeout_s
         self._search_ef = search_ef
 
-    @classmethod
-    def connect(
-        cls,
-        uri: str,
-        spec: CollectionSpec,
-        *,
-        token: str | None = None,
-        db_name: str = "default",
-        timeout_s: float = 15.0,
-        search_ef: int = 128,
-    ) -> MilvusProductStore:
-        client = MilvusClient(uri=uri, token=token or "", db_name=db_name, timeout=timeout_s)
-        return cls(client, spec, timeout_s=timeout_s, search_ef=search_ef)
-
     @property
     def spec(self) -> CollectionSpec:
         return self._spec
