@@ -6,6 +6,7 @@ With no broker or Milvus configured, the embedded stack's loopback addresses are
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -259,3 +260,25 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """What is safe to log: SecretStr fields dump as '**********'."""
         return self.model_dump(mode="json")
+
+    def environment(self) -> dict[str, str]:
+        """The SHOPVEC_* variables from which Settings() in a child process rebuilds exactly
+        these settings, one JSON value per section. Secrets are in clear: for the environment
+        of a process this one starts, never for a log."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, SecretStr):
+                return value.get_secret_value()
+            if isinstance(value, Path):
+                return str(value)
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            if isinstance(value, list | tuple):
+                return [plain(v) for v in value]
+            return value
+
+        out = {}
+        for name, value in self.model_dump().items():
+            value = plain(value)
+            out[f"SHOPVEC_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        return out

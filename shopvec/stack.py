@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shopvec.kafka.admin import ensure_topics
-from shopvec.settings import Settings
+from shopvec.settings import OpsSettings, Settings
 
 __all__ = ["EmbeddedStack", "ManagedProcess", "StackError", "free_port", "tansu_binary"]
 
@@ -202,11 +202,17 @@ class EmbeddedStack:
         return self._spawn("milvus", cmd, port=port)
 
     def _start_worker(self, name: str) -> ManagedProcess:
+        # The worker gets this stack's settings, not whatever the environment says: they may
+        # have been changed in code (other topics, another collection).
         port = free_port()
-        env = dict(os.environ)
-        env["SHOPVEC_OPS__HOST"] = "127.0.0.1"
-        env["SHOPVEC_OPS__PORT"] = str(port)
-        env["SHOPVEC_STACK__HOME"] = str(self.home)
+        settings = self.settings.model_copy(
+            update={
+                "ops": OpsSettings(host="127.0.0.1", port=port),
+                "stack": self.settings.stack.model_copy(update={"home": self.home}),
+            }
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPVEC_")}
+        env.update(settings.environment())
         return self._spawn(name, [self.python, "-m", f"workers.{name}"], env=env, port=port)
 
     # -- readiness --------------------------------------------------------------------------
@@ -252,6 +258,18 @@ class EmbeddedStack:
         raise StackError(f"{proc.name} not ready after {timeout_s:.0f}s; see {proc.log_path}")
 
     # -- down -------------------------------------------------------------------------------
+
+    def stop(self, names: Sequence[str], timeout_s: float = 20.0) -> list[str]:
+        """Stops the named processes this stack started (a worker drains and commits first)."""
+        stopped, kept = [], []
+        for proc in self.processes():
+            if proc.name not in names:
+                kept.append(proc)
+            elif proc.alive():
+                self._stop(proc, timeout_s)
+                stopped.append(proc.name)
+        self._save(kept)
+        return stopped
 
     def down(self, timeout_s: float = 20.0) -> list[str]:
         """Stops workers first (they drain and commit), then Milvus, then the broker."""

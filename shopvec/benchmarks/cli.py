@@ -54,6 +54,7 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
         rate=args.rate,
         requests=args.requests,
         sample=args.sample,
+        rounds=args.rounds,
     )
     _print(result, args.json)
     return 0
@@ -90,8 +91,11 @@ def add_bench_commands(sub: Any) -> None:
     query = kinds.add_parser("query", help="latency over Kafka against in-process; ANN recall")
     query.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     query.add_argument("--rate", type=float, default=20.0, help="requests per second")
-    query.add_argument("--requests", type=int, default=200, help="per query kind and size")
+    query.add_argument("--requests", type=int, default=1000, help="per query kind, size and side")
     query.add_argument("--sample", type=int, default=200, help="products encoded as seeds")
+    query.add_argument(
+        "--rounds", type=int, default=10, help="alternating in-process and Kafka rounds"
+    )
     query.set_defaults(func=_query)
 
     enc = kinds.add_parser("encoders", help="images/s and texts/s per backend and batch size")

@@ -93,8 +93,13 @@ class OfflineEncoder:
         )
 
     def warm_up(self) -> None:
-        """Loads both models and the label table now rather than on the first event."""
+        """Loads both models and the label table now rather than on the first event, and runs
+        one full batch of blank photos through the image model: until a batch that size has
+        been through, single photos encode about a fifth slower (the allocator and the
+        kernels settle on the first large batch)."""
         _ = self._image_model, self._label_vectors
+        blank = torch.zeros((3, _IMAGE_SIZE, _IMAGE_SIZE), dtype=torch.uint8)
+        self.encode_images([blank] * self._batch_size)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         with self._lock:

@@ -19,7 +19,7 @@ from schemas import ProductDelete, ProductUpsert
 from shopvec.catalog import DEMO_CATALOG, myntra_products
 from shopvec.publish import EventPublisher
 from shopvec.runtime import build_fusion, build_indexer_service, build_store, collection_spec
-from shopvec.settings import Settings
+from shopvec.settings import OpsSettings, Settings
 from shopvec.stack import free_port
 from shopvec.store import MilvusProductStore
 from tests.integration.conftest import running
@@ -30,22 +30,14 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def worker_env(settings: Settings, ops_port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPVEC_")}
-    t = settings.topics
-    env.update(
-        {
-            "SHOPVEC_STACK__KAFKA_PORT": str(settings.stack.kafka_port),
-            "SHOPVEC_STACK__MILVUS_PORT": str(settings.stack.milvus_port),
-            "SHOPVEC_KAFKA__SESSION_TIMEOUT_MS": "6000",
-            "SHOPVEC_TOPICS__PRODUCTS": t.products,
-            "SHOPVEC_TOPICS__DEAD_LETTERS": t.dead_letters,
-            "SHOPVEC_MILVUS__COLLECTION": settings.milvus.collection,
-            "SHOPVEC_INDEXER__BATCH_SIZE": "8",
-            "SHOPVEC_INDEXER__BATCH_WAIT_MS": "50",
-            "SHOPVEC_OPS__HOST": "127.0.0.1",
-            "SHOPVEC_OPS__PORT": str(ops_port),
+    worker = settings.model_copy(
+        update={
+            "indexer": settings.indexer.model_copy(update={"batch_size": 8, "batch_wait_ms": 50}),
+            "ops": OpsSettings(host="127.0.0.1", port=ops_port),
         }
     )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPVEC_")}
+    env.update(worker.environment())
     return env
 
 

@@ -74,3 +74,20 @@ def test_up_serves_searches_and_down_leaves_nothing_running(tmp_path: Path, wait
         assert not proc.alive(), f"{proc.name} (pid {proc.pid}) still running"
         assert _group_members(proc.pid) == [], f"{proc.name}'s process group still has members"
     assert EmbeddedStack(settings).processes() == []
+
+
+def test_a_worker_follows_settings_changed_in_code_and_stops_alone(settings: Settings) -> None:
+    """Topics, collection and group set in code (not in the environment) reach the worker
+    process; stopping it leaves the broker and Milvus running."""
+    stack = EmbeddedStack(settings)
+    stack.up(workers=["query"])
+    try:
+        worker = next(p for p in stack.processes() if p.name == "query")
+        with SearchClient(settings, timeout_s=30) as client:
+            reply = client.search("blue shirt")
+        assert reply.error is None and reply.results == []
+    finally:
+        assert stack.stop(["query"]) == ["query"]
+    assert not worker.alive()
+    assert {p.name for p in stack.processes()} == {"kafka", "milvus"}
+    assert all(p.alive() for p in stack.processes())

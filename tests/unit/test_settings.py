@@ -32,3 +32,31 @@ def test_secrets_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOPVEC_KAFKA__SASL_PASSWORD", "hunter2")
     dumped = str(Settings().redacted())
     assert "hunter2" not in dumped
+
+
+def test_environment_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a started worker reads: settings changed in code, secrets included, survive."""
+    for key in list(__import__("os").environ):
+        if key.startswith("SHOPVEC_"):
+            monkeypatch.delenv(key)
+    base = Settings()
+    s = base.model_copy(
+        update={
+            "kafka": base.kafka.model_copy(
+                update={"sasl_password": SecretStr("hunter2"), "extra": {"linger.ms": "1"}}
+            ),
+            "milvus": base.milvus.model_copy(update={"collection": "q100000_ab12"}),
+            "topics": base.topics.model_copy(
+                update={"search_requests": "bench-requests", "partitions": {"products": 2}}
+            ),
+            "log_level": "DEBUG",
+        }
+    )
+    env = s.environment()
+    assert all(k.startswith("SHOPVEC_") for k in env)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    again = Settings()
+    assert again == s
+    assert again.kafka.sasl_password is not None
+    assert again.kafka.sasl_password.get_secret_value() == "hunter2"
