@@ -62,7 +62,7 @@ class SearchClient:
             {
                 "group.id": f"shopvec-client-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
-                "fetch.wait.max.ms": settings.kafka.fetch_wait_max_ms,
+                "fetch.wait.max.ms": settings.fetch_wait_ms(),
             }
         )
         self._consumer = Consumer(conf)

@@ -78,7 +78,13 @@ class KafkaSettings(BaseModel):
     client_id: str = "shopvec"
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
-    fetch_wait_max_ms: int = Field(default=10, ge=0)
+    fetch_wait_max_ms: int | None = Field(
+        default=None,
+        ge=0,
+        description="the longest a fetch waits for data; unset: 10 against a configured "
+        "broker, which answers as soon as data arrives, and 2 against the embedded one, "
+        "which holds every fetch for the whole wait",
+    )
     extra: dict[str, str] = Field(
         default_factory=dict, description="further librdkafka properties, passed through"
     )
@@ -253,6 +259,13 @@ class Settings(BaseSettings):
 
     def kafka_bootstrap(self) -> str:
         return self.kafka.bootstrap_servers or f"127.0.0.1:{self.stack.kafka_port}"
+
+    def fetch_wait_ms(self) -> int:
+        """What a consumer's fetch waits: on the request/reply path the embedded broker adds
+        up to this much at each hop, a Kafka broker does not."""
+        if self.kafka.fetch_wait_max_ms is not None:
+            return self.kafka.fetch_wait_max_ms
+        return 2 if self.kafka_embedded else 10
 
     def milvus_uri(self) -> str:
         return self.milvus.uri or f"http://127.0.0.1:{self.stack.milvus_port}"

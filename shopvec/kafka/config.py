@@ -61,7 +61,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
             "auto.commit.interval.ms": 1000,
             "session.timeout.ms": k.session_timeout_ms,
             "max.poll.interval.ms": k.max_poll_interval_ms,
-            "fetch.wait.max.ms": k.fetch_wait_max_ms,
+            "fetch.wait.max.ms": settings.fetch_wait_ms(),
             "partition.assignment.strategy": "cooperative-sticky",
             # The prefetch queue is the one buffer that grows with a backlog: keep it small.
             "queued.max.messages.kbytes": 16384,

@@ -60,3 +60,19 @@ def test_environment_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch)
     assert again == s
     assert again.kafka.sasl_password is not None
     assert again.kafka.sasl_password.get_secret_value() == "hunter2"
+
+
+def test_fetch_wait_is_short_only_on_the_embedded_broker() -> None:
+    embedded = Settings()
+    assert (
+        embedded.model_copy(
+            update={"kafka": embedded.kafka.model_copy(update={"fetch_wait_max_ms": None})}
+        ).fetch_wait_ms()
+        == 2
+    )
+    kafka = embedded.kafka.model_copy(
+        update={"bootstrap_servers": "kafka:9092", "fetch_wait_max_ms": None}
+    )
+    assert embedded.model_copy(update={"kafka": kafka}).fetch_wait_ms() == 10
+    chosen = kafka.model_copy(update={"fetch_wait_max_ms": 50})
+    assert embedded.model_copy(update={"kafka": chosen}).fetch_wait_ms() == 50
