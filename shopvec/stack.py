@@ -25,7 +25,14 @@ from pathlib import Path
 from shopvec.kafka.admin import ensure_topics
 from shopvec.settings import OpsSettings, Settings
 
-__all__ = ["EmbeddedStack", "ManagedProcess", "StackError", "free_port", "tansu_binary"]
+__all__ = [
+    "EmbeddedStack",
+    "ManagedProcess",
+    "StackError",
+    "free_port",
+    "tansu_binary",
+    "worker_environment",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a worker process that is to run with exactly these settings: this
+    process's, less its own SHOPVEC_* variables, plus those of the settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPVEC_")}
+    env.update(settings.environment())
+    return env
 
 
 class EmbeddedStack:
@@ -211,8 +226,7 @@ class EmbeddedStack:
                 "stack": self.settings.stack.model_copy(update={"home": self.home}),
             }
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPVEC_")}
-        env.update(settings.environment())
+        env = worker_environment(settings)
         return self._spawn(name, [self.python, "-m", f"workers.{name}"], env=env, port=port)
 
     # -- readiness --------------------------------------------------------------------------

@@ -215,7 +215,7 @@ def _figures(
         return [t * 1000 for t, _ in timed]
 
     def took(timed: list[Timed]) -> list[float]:
-        return [took for _, took in timed]
+        return [took_ms for _, took_ms in timed]
 
     sent, here, alone = ms(remote), ms(local), ms(single)
 
@@ -292,13 +292,12 @@ def run_query_bench(
             }
             # The query worker as its own process, the way it is deployed: the client's threads
             # here do not compete with it for this interpreter.
-            worker = EmbeddedStack(sized)
-            worker.up(workers=["query"])
+            stack = EmbeddedStack(sized)
+            stack.up(workers=["query"])
             local_server = _InProcessServer(
                 service, sized.query.batch_size, sized.query.batch_wait_ms / 1000
             )
             with SearchClient(sized, timeout_s=60) as client:
-                client.search(texts[0])  # warm the path
                 for kind in ("text", "image"):
 
                     def request(i: int, kind: str = kind) -> SearchRequest:
@@ -342,6 +341,6 @@ def run_query_bench(
                         wall += time.monotonic() - began
                     figures[kind] = _figures(remote, local, single, wall)
             local_server.close()
-            worker.stop(["query"])
+            stack.stop(["query"])
             out["sizes"][str(n)] = figures
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import signal
@@ -20,7 +19,7 @@ from shopvec.catalog import DEMO_CATALOG, myntra_products
 from shopvec.publish import EventPublisher
 from shopvec.runtime import build_fusion, build_indexer_service, build_store, collection_spec
 from shopvec.settings import OpsSettings, Settings
-from shopvec.stack import free_port
+from shopvec.stack import free_port, worker_environment
 from shopvec.store import MilvusProductStore
 from tests.integration.conftest import running
 
@@ -36,9 +35,7 @@ def worker_env(settings: Settings, ops_port: int) -> dict[str, str]:
             "ops": OpsSettings(host="127.0.0.1", port=ops_port),
         }
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPVEC_")}
-    env.update(worker.environment())
-    return env
+    return worker_environment(worker)
 
 
 def start_indexer(settings: Settings) -> tuple[subprocess.Popen, int]:
