@@ -204,8 +204,8 @@ class EmbeddedStack:
         data.mkdir(parents=True, exist_ok=True)
         cmd = [
             self.python,
-            "-c",
-            "import sys; from milvus_lite.cmdline import main; sys.exit(main())",
+            "-m",
+            "shopvec.store.lite",
             "server",
             "--data-dir",
             str(data),

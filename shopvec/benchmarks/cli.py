@@ -94,7 +94,7 @@ def add_bench_commands(sub: Any) -> None:
     query.add_argument("--requests", type=int, default=1000, help="per query kind, size and side")
     query.add_argument("--sample", type=int, default=200, help="products encoded as seeds")
     query.add_argument(
-        "--rounds", type=int, default=10, help="alternating in-process and Kafka rounds"
+        "--rounds", type=int, default=50, help="alternating in-process and Kafka rounds"
     )
     query.set_defaults(func=_query)
 

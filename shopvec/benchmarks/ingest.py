@@ -26,6 +26,7 @@ from shopvec.indexing.pipeline import IndexOutcome
 from shopvec.publish import EventPublisher
 from shopvec.runtime import build_encoder, build_indexer_service
 from shopvec.settings import Settings
+from shopvec.threads import limit_blas_threads
 
 __all__ = ["run_ingest_bench"]
 
@@ -58,6 +59,9 @@ def run_ingest_bench(
     raw_sample: int = 256,
 ) -> dict[str, Any]:
     encoder = encoder or build_encoder(settings)
+    # The indexer runs here as in its worker process: numpy's BLAS on one thread
+    # (workers._run), for the raw rate alike.
+    limit_blas_threads()
     warm = getattr(encoder, "warm_up", None)
     if warm is not None:
         warm()

@@ -23,6 +23,7 @@ Queries are real: the sample's titles and photos, through the real encoder.
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import threading
@@ -54,6 +55,7 @@ from shopvec.stack import EmbeddedStack
 from shopvec.store.base import VECTOR_FIELDS
 from shopvec.store.memory import InMemoryProductStore
 from shopvec.store.milvus import MilvusProductStore
+from shopvec.threads import limit_blas_threads
 
 __all__ = ["run_query_bench"]
 
@@ -248,10 +250,12 @@ def run_query_bench(
     rate: float = 20.0,
     requests: int = 1000,
     sample: int = 200,
-    rounds: int = 10,
+    rounds: int = 50,
 ) -> dict[str, Any]:
-    # The worker process builds its encoder from the settings: so does the reference here.
+    # The worker process builds its encoder from the settings: so does the reference here,
+    # and it runs numpy's BLAS on one thread as the worker does (workers._run).
     encoder = build_encoder(settings)
+    limit_blas_threads()
     rng = np.random.default_rng(7)
     products = catalogue(sample, prefix="q")
     texts = [p.title for p in products]
@@ -326,12 +330,16 @@ def run_query_bench(
                     # Warm this kind's path on both sides.
                     in_process(0)
                     over_kafka(0)
+                    # As the worker does once started (workers._run): what is built so far is
+                    # kept out of the collector's full passes.
+                    gc.freeze()
                     single = _sequential(rate, range(requests), alone)
                     local: list[Timed] = []
                     remote: list[Timed] = []
                     wall = 0.0
                     # Alternating rounds, so that a change in the machine's load while they run
-                    # falls on both sides alike.
+                    # falls on both sides alike: the shorter the rounds, the more evenly a burst
+                    # of a few seconds is shared (50 rounds of 20 requests: one second each).
                     per_round = -(-requests // rounds)
                     for start in range(0, requests, per_round):
                         ids = range(start, min(requests, start + per_round))

@@ -15,6 +15,10 @@ def common_config(settings: Settings) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka_bootstrap(),
         "client.id": k.client_id,
         "security.protocol": k.security_protocol,
+        # A client writes whole requests and batches by linger.ms; Nagle's algorithm would
+        # only hold a small request back until the broker's delayed ACK (tens of ms) came.
+        # The Java client sets TCP_NODELAY too.
+        "socket.nagle.disable": True,
     }
     if k.sasl_mechanism:
         conf["sasl.mechanism"] = k.sasl_mechanism
