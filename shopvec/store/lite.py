@@ -49,8 +49,10 @@ class _SegmentsView:
     """
 
     def __init__(self, segments: Sequence[Any]) -> None:
+        # Each segment's key-to-row map and sequence numbers, not the segment: a view kept
+        # after a compaction must not keep the replaced segments' rows and vectors alive.
         self.keys = tuple(s.pk_to_row for s in segments)
-        self.segments = segments
+        self.seqs = tuple(s.seqs for s in segments)
         self.winners: list[np.ndarray | None] = [None] * len(segments)
         seen: set[Any] = set()
         shared: set[Any] = set()
@@ -80,11 +82,11 @@ class _SegmentsView:
         that hold it; None if no segment has pk."""
         best = -1
         at: list[tuple[int, int]] = []
-        for i, s in enumerate(self.segments):
-            row = s.pk_to_row.get(pk)
+        for i, (keys, seqs) in enumerate(zip(self.keys, self.seqs, strict=True)):
+            row = keys.get(pk)
             if row is None:
                 continue
-            seq = int(s.seqs[row])
+            seq = int(seqs[row])
             if seq > best:
                 best, at = seq, [(i, row)]
             elif seq == best:
