@@ -177,6 +177,14 @@ class ClipFamilyEncoder:
     def device(self) -> torch.device:
         return self._device
 
+    def warm_up(self) -> None:
+        """One full batch of blank photos and one of texts through the model now, as the
+        offline encoder does, so that the first batch of events or requests does not pay for
+        the allocator and the kernels meeting that batch size."""
+        blank = torch.zeros((3, 224, 224), dtype=torch.uint8)
+        self.encode_images([blank] * self._batch_size)
+        self.encode_texts(["a"] * self._batch_size)
+
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
         out = np.empty((len(texts), self._info.joint_dim), dtype=np.float32)

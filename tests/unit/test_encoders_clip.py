@@ -189,6 +189,19 @@ def test_texts_encode_to_unit_rows_in_input_order(
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_warm_up_leaves_the_vectors_as_they_were(
+    family: str, encoders: dict[str, ClipFamilyEncoder]
+) -> None:
+    encoder = encoders[family]
+    before_texts, before_images = encoder.encode_texts(TEXTS), encoder.encode_images(_images())
+    encoder.warm_up()
+    np.testing.assert_allclose(encoder.encode_texts(TEXTS), before_texts, atol=1e-5)
+    np.testing.assert_allclose(
+        encoder.encode_images(_images()).joint, before_images.joint, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_text_longer_than_the_model_allows_is_truncated(
     family: str, encoders: dict[str, ClipFamilyEncoder]
 ) -> None:
