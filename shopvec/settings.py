@@ -248,6 +248,12 @@ class Settings(BaseSettings):
     stack: StackSettings = Field(default_factory=StackSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
     log_level: str = "INFO"
+    blas_threads: int = Field(
+        default=1,
+        ge=0,
+        description="threads of numpy's BLAS in a worker (OpenBLAS's helpers spin after every "
+        "call); 0 leaves OpenBLAS to its own default",
+    )
 
     @property
     def kafka_embedded(self) -> bool:

@@ -6,15 +6,14 @@ answering 20 requests a second thus keeps a whole core busy doing nothing, a cor
 broker, Milvus and its own next request wait for. The products of a query or a batch of titles
 are small; one thread loses nothing on them and spins on none.
 
-An explicit OPENBLAS_NUM_THREADS in the environment stands. torch has its own thread pool
-(set by torch.set_num_threads) and is not touched.
+The number is the setting `blas_threads` (0 leaves OpenBLAS as it started: OPENBLAS_NUM_THREADS
+or every core). torch has its own thread pool (torch.set_num_threads) and is not touched.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
-import os
 from pathlib import Path
 
 __all__ = ["blas_libraries", "limit_blas_threads"]
@@ -43,10 +42,10 @@ def blas_libraries() -> list[str]:
     )
 
 
-def limit_blas_threads(threads: int = 1) -> list[str]:
-    """Sets every loaded OpenBLAS to `threads` threads, unless OPENBLAS_NUM_THREADS is set;
-    returns the libraries it set. Call it once numpy is imported."""
-    if os.environ.get("OPENBLAS_NUM_THREADS"):
+def limit_blas_threads(threads: int) -> list[str]:
+    """Sets every loaded OpenBLAS to `threads` threads (0: leaves them alone); returns the
+    libraries it set. Call it once numpy is imported."""
+    if threads <= 0:
         return []
     done = []
     for path in blas_libraries():

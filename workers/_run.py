@@ -47,7 +47,7 @@ def run_worker(
             log.exception("%s: loop failed", name)
             stop.set()
 
-    limit_blas_threads()
+    limit_blas_threads(settings.blas_threads)
     # What start-up built (modules, models, weights: some 400,000 objects) lives as long as the
     # process. Frozen, a full collection no longer walks it: unfrozen, one took about 180 ms
     # here, a pause in the middle of whatever the worker was answering.

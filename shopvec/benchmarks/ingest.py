@@ -61,7 +61,7 @@ def run_ingest_bench(
     encoder = encoder or build_encoder(settings)
     # The indexer runs here as in its worker process: numpy's BLAS on one thread
     # (workers._run), for the raw rate alike.
-    limit_blas_threads()
+    limit_blas_threads(settings.blas_threads)
     warm = getattr(encoder, "warm_up", None)
     if warm is not None:
         warm()

@@ -255,7 +255,7 @@ def run_query_bench(
     # The worker process builds its encoder from the settings: so does the reference here,
     # and it runs numpy's BLAS on one thread as the worker does (workers._run).
     encoder = build_encoder(settings)
-    limit_blas_threads()
+    limit_blas_threads(settings.blas_threads)
     rng = np.random.default_rng(7)
     products = catalogue(sample, prefix="q")
     texts = [p.title for p in products]
