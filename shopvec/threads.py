@@ -1,7 +1,7 @@
 """numpy's BLAS on one thread in the processes that serve.
 
-OpenBLAS keeps its helper threads spinning for about 100 ms after every call: a one-title text
-encode here was followed by 0.105 CPU-seconds of spinning while the process slept. A worker
+OpenBLAS keeps its helper threads spinning for a while after every call: after a one-title
+text encode, the process went on using CPU while it slept. A worker
 answering 20 requests a second thus keeps a whole core busy doing nothing, a core that the
 broker, Milvus and its own next request wait for. The products of a query or a batch of titles
 are small; one thread loses nothing on them and spins on none.

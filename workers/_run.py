@@ -48,9 +48,9 @@ def run_worker(
             stop.set()
 
     limit_blas_threads(settings.blas_threads)
-    # What start-up built (modules, models, weights: some 400,000 objects) lives as long as the
-    # process. Frozen, a full collection no longer walks it: unfrozen, one took about 180 ms
-    # here, a pause in the middle of whatever the worker was answering.
+    # What start-up built (modules, models, weights: hundreds of thousands of objects) lives as
+    # long as the process. Frozen, a full collection no longer walks it; unfrozen, each full
+    # collection walks it all, a pause in the middle of whatever the worker was answering.
     gc.freeze()
     thread = threading.Thread(target=target, name=name)
     ops = None
