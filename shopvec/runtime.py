@@ -39,7 +39,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def build_encoder(settings: Settings) -> Encoder:
+def build_encoder(settings: Settings, *, threads: int | None = None) -> Encoder:
+    """threads: torch threads, in place of the encoder settings' own (the query worker's)."""
+    if threads is not None:
+        settings = settings.model_copy(
+            update={"encoder": settings.encoder.model_copy(update={"threads": threads})}
+        )
     encoder = _build_base_encoder(settings)
     # Load the weights now, so a worker is ready only once its first request will be fast.
     warm_up = getattr(encoder, "warm_up", None)
@@ -202,7 +207,9 @@ def build_query_worker(
         producer=producer,
         topic=settings.topics.search_requests,
         default_reply_topic=settings.topics.search_replies,
-        service=build_search_service(settings, encoder),
+        service=build_search_service(
+            settings, encoder or build_encoder(settings, threads=settings.query.encoder_threads)
+        ),
         dead_letters=DeadLetterSink(producer, settings.topics.dead_letters, "query"),
         metrics=metrics,
         batch_size=settings.query.batch_size,

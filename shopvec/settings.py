@@ -155,6 +155,13 @@ class QuerySettings(BaseModel):
     group_id: str = "shopvec-query"
     batch_size: int = Field(default=16, ge=1)
     batch_wait_ms: int = Field(default=2, ge=0)
+    encoder_threads: int | None = Field(
+        default=1,
+        ge=1,
+        description="torch threads of a query worker's encoder (unset: torch's own choice). "
+        "One photo at a time gains little from a second thread, and a thread that waits for a "
+        "busy core holds up the whole request: scale queries out with workers instead",
+    )
     max_top_k: int = Field(default=100, ge=1)
     max_request_age_s: float = Field(
         default=30.0,

@@ -253,8 +253,9 @@ def run_query_bench(
     rounds: int = 50,
 ) -> dict[str, Any]:
     # The worker process builds its encoder from the settings: so does the reference here,
-    # and it runs numpy's BLAS on one thread as the worker does (workers._run).
-    encoder = build_encoder(settings)
+    # with the query worker's torch threads, and numpy's BLAS on one thread as the worker
+    # does (workers._run).
+    encoder = build_encoder(settings, threads=settings.query.encoder_threads)
     limit_blas_threads(settings.blas_threads)
     rng = np.random.default_rng(7)
     products = catalogue(sample, prefix="q")

