@@ -4,6 +4,12 @@ Requests in one poll are encoded together (one text batch, one image batch), whi
 concurrency pays on a CPU or GPU encoder. Replies carry the request id as the correlation id
 header and as the key. A request that cannot be parsed gets an error reply when its reply topic
 can be found (body or header), otherwise it goes to the dead-letter topic.
+
+The loop does not wait for the broker to acknowledge a batch's replies before it takes the next
+batch: a batch's offsets are stored once all its replies are acknowledged (or have failed for
+good), batches in the order they were consumed. A worker killed meanwhile leaves those requests
+to be answered again by whoever takes the partition. A dead letter is still acknowledged before
+its batch moves on.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
@@ -58,6 +65,22 @@ def _age_ms(msg: Message, now_ms: float) -> float:
     return 0.0 if kind == TIMESTAMP_NOT_AVAILABLE else max(0.0, now_ms - stamp)
 
 
+class _Batch:
+    """One poll's messages, and how many of its replies the broker has yet to acknowledge."""
+
+    __slots__ = ("msgs", "waiting")
+
+    def __init__(self, msgs: list[Message]) -> None:
+        self.msgs = msgs
+        self.waiting = 0
+
+    def delivered(self, err: KafkaError | None, msg: Message) -> None:
+        self.waiting -= 1
+        if err is not None:
+            # The asker's timeout and retry cover a reply that never arrives.
+            log.warning("reply to %s not delivered: %s", msg.topic(), err)
+
+
 class QueryWorker:
     def __init__(
         self,
@@ -83,6 +106,7 @@ class QueryWorker:
         self._batch_size = batch_size
         self._batch_wait_s = batch_wait_s
         self._max_age_ms = max_request_age_s * 1000
+        self._unacknowledged: deque[_Batch] = deque()
         self.ready = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
@@ -93,6 +117,8 @@ class QueryWorker:
                 # one, then take what else is ready (plus batch_wait) to encode together.
                 first = self._consumer.poll(0.25)
                 if first is None:
+                    self._producer.poll(0)
+                    self._store_acknowledged()
                     continue
                 msgs = [first]
                 msgs += self._consumer.consume(self._batch_size - 1, self._batch_wait_s)
@@ -109,10 +135,19 @@ class QueryWorker:
                     self._handle(good)
         finally:
             self._producer.flush(10)
+            self._store_acknowledged()
             self._consumer.close()
+
+    def _store_acknowledged(self) -> None:
+        """Stores the offsets of the batches whose replies are all acknowledged, oldest first,
+        stopping at the first that still waits: an offset never moves back."""
+        while self._unacknowledged and self._unacknowledged[0].waiting <= 0:
+            store_offsets(self._consumer, self._unacknowledged.popleft().msgs)
 
     def _handle(self, msgs: list[Message]) -> None:
         started = time.perf_counter()
+        batch = _Batch(msgs)
+        dead_lettered = False
         requests: list[tuple[Message, SearchRequest]] = []
         now_ms = time.time() * 1000
         for msg in msgs:
@@ -125,7 +160,7 @@ class QueryWorker:
             try:
                 requests.append((msg, SearchRequest.from_bytes(msg.value() or b"")))
             except ValidationError as exc:
-                self._reject(msg, exc)
+                dead_lettered |= self._reject(msg, exc, batch)
         if requests:
             try:
                 ages = [_age_ms(msg, now_ms) for msg, _ in requests]
@@ -141,16 +176,19 @@ class QueryWorker:
                 ]
             for (msg, request), reply in zip(requests, replies, strict=True):
                 topic = request.reply_topic or header(msg, HEADER_REPLY_TOPIC)
-                self._reply(topic or self._default_reply, reply)
+                self._reply(topic or self._default_reply, reply, batch)
                 self._metrics.requests.labels(scenario=reply.scenario or "none").inc()
                 if reply.error is not None:
                     self._metrics.errors.labels(kind=reply.error.kind).inc()
+        self._unacknowledged.append(batch)
         self._producer.poll(0)
-        self._dead.flush()
-        store_offsets(self._consumer, msgs)
+        if dead_lettered:
+            self._dead.flush()
+        self._store_acknowledged()
         self._metrics.latency_seconds.observe(time.perf_counter() - started)
 
-    def _reject(self, msg: Message, exc: ValidationError) -> None:
+    def _reject(self, msg: Message, exc: ValidationError, batch: _Batch) -> bool:
+        """Answers or dead-letters a request that cannot be parsed; True if dead-lettered."""
         reply_topic, request_id = (
             header(msg, HEADER_REPLY_TOPIC),
             header(msg, HEADER_CORRELATION_ID),
@@ -170,13 +208,16 @@ class QueryWorker:
                     request_id=str(request_id),
                     error=SearchError(kind="invalid_request", message=reason),
                 ),
+                batch,
             )
             self._metrics.errors.labels(kind="invalid_request").inc()
-        else:
-            self._dead.send(msg, classify_validation_error(exc), reason)
-            self._metrics.dead_lettered.inc()
+            return False
+        self._dead.send(msg, classify_validation_error(exc), reason)
+        self._metrics.dead_lettered.inc()
+        return True
 
-    def _reply(self, topic: str, reply: SearchReply) -> None:
+    def _reply(self, topic: str, reply: SearchReply, batch: _Batch) -> None:
+        # Delivery callbacks run inside this thread's producer.poll, never before it.
         self._producer.produce(
             topic,
             key=reply.request_id.encode(),
@@ -186,4 +227,6 @@ class QueryWorker:
                 (HEADER_CONTENT_TYPE, b"application/json"),
                 (HEADER_SCHEMA_VERSION, str(reply.schema_version).encode()),
             ],
+            on_delivery=batch.delivered,
         )
+        batch.waiting += 1
