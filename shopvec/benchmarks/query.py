@@ -270,7 +270,12 @@ def run_query_bench(
                 update={"milvus": s.milvus.model_copy(update={"collection": f"q{n}_{tag}"})}
             )
             fusion = build_fusion(sized, encoder)
-            store = build_store(sized, collection_spec(sized, encoder, fusion))
+            # While 100k rows load, Milvus Lite seals and indexes segments on the same cores: a
+            # write of the load may wait longer than a worker's timeout allows.
+            loading = sized.model_copy(
+                update={"milvus": sized.milvus.model_copy(update={"timeout_s": 300.0})}
+            )
+            store = build_store(loading, collection_spec(sized, encoder, fusion))
             store.ensure()
             started = time.monotonic()
             fused = _fill(store, seeds, n, rng)
