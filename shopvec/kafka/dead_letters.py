@@ -36,6 +36,7 @@ class DeadLetterSink:
         self._topic = topic
         self._worker = worker
         self.count = 0
+        self._unflushed = 0
 
     def send(self, msg: Message, kind: ErrorKind, reason: str) -> DeadLetter:
         record = DeadLetter(
@@ -59,6 +60,7 @@ class DeadLetterSink:
             ],
         )
         self.count += 1
+        self._unflushed += 1
         log.warning(
             "dead-lettered %s[%s]@%s: %s: %s",
             record.topic,
@@ -70,7 +72,12 @@ class DeadLetterSink:
         return record
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Called before offsets are stored: a dead letter must be durable first."""
+        """Called before offsets are stored: a dead letter must be durable first. Waits only
+        when a dead letter was sent since the last flush: the producer may carry other
+        messages (a query worker's replies) that need not hold the caller up."""
+        if not self._unflushed:
+            return
         remaining = self._producer.flush(timeout_s)
         if remaining:
             raise RuntimeError(f"{remaining} dead letters not acknowledged by the broker")
+        self._unflushed = 0

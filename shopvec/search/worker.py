@@ -147,7 +147,6 @@ class QueryWorker:
     def _handle(self, msgs: list[Message]) -> None:
         started = time.perf_counter()
         batch = _Batch(msgs)
-        dead_lettered = False
         requests: list[tuple[Message, SearchRequest]] = []
         now_ms = time.time() * 1000
         for msg in msgs:
@@ -160,7 +159,7 @@ class QueryWorker:
             try:
                 requests.append((msg, SearchRequest.from_bytes(msg.value() or b"")))
             except ValidationError as exc:
-                dead_lettered |= self._reject(msg, exc, batch)
+                self._reject(msg, exc, batch)
         if requests:
             try:
                 ages = [_age_ms(msg, now_ms) for msg, _ in requests]
@@ -182,13 +181,11 @@ class QueryWorker:
                     self._metrics.errors.labels(kind=reply.error.kind).inc()
         self._unacknowledged.append(batch)
         self._producer.poll(0)
-        if dead_lettered:
-            self._dead.flush()
+        self._dead.flush()
         self._store_acknowledged()
         self._metrics.latency_seconds.observe(time.perf_counter() - started)
 
-    def _reject(self, msg: Message, exc: ValidationError, batch: _Batch) -> bool:
-        """Answers or dead-letters a request that cannot be parsed; True if dead-lettered."""
+    def _reject(self, msg: Message, exc: ValidationError, batch: _Batch) -> None:
         reply_topic, request_id = (
             header(msg, HEADER_REPLY_TOPIC),
             header(msg, HEADER_CORRELATION_ID),
@@ -211,10 +208,9 @@ class QueryWorker:
                 batch,
             )
             self._metrics.errors.labels(kind="invalid_request").inc()
-            return False
-        self._dead.send(msg, classify_validation_error(exc), reason)
-        self._metrics.dead_lettered.inc()
-        return True
+        else:
+            self._dead.send(msg, classify_validation_error(exc), reason)
+            self._metrics.dead_lettered.inc()
 
     def _reply(self, topic: str, reply: SearchReply, batch: _Batch) -> None:
         # Delivery callbacks run inside this thread's producer.poll, never before it.
