@@ -60,6 +60,16 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.benchmarks.broker import run_broker_bench
+    from shopvec.benchmarks.common import bench_settings
+
+    with bench_settings(settings) as s:
+        result = run_broker_bench(s, batches=tuple(args.batches), probes=args.probes)
+    _print(result, args.json)
+    return 0
+
+
 def _encoders(settings: Settings, args: argparse.Namespace) -> int:
     from shopvec.evaluation_cli import cmd_bench_encoders
 
@@ -98,6 +108,15 @@ def add_bench_commands(sub: Any) -> None:
     )
     query.set_defaults(func=_query)
 
+    broker = kinds.add_parser(
+        "broker", help="produce-to-fetch round trip as a partition fills with record batches"
+    )
+    broker.add_argument(
+        "--batches", type=int, nargs="+", default=[0, 1000, 3000], help="record batches held"
+    )
+    broker.add_argument("--probes", type=int, default=100, help="round trips timed at each")
+    broker.set_defaults(func=_broker)
+
     enc = kinds.add_parser("encoders", help="images/s and texts/s per backend and batch size")
     add_bench_encoder_arguments(enc)
     enc.set_defaults(func=_encoders)
@@ -108,6 +127,6 @@ def add_bench_commands(sub: Any) -> None:
     beh.add_argument("--cache", type=Path, help="where the data set is kept")
     beh.set_defaults(func=_behaviour)
 
-    for parser in (ingest, query, enc, beh):
+    for parser in (ingest, query, broker, enc, beh):
         if not any(a.dest == "json" for a in parser._actions):
             parser.add_argument("--json", action="store_true")
