@@ -19,6 +19,15 @@ The collection is filled directly (not through the encoder, which would take hou
 CPU): the sample's real products are encoded once, and each stored row is one of them plus a
 little Gaussian jitter, so the vectors have the sample's structure at the size asked for.
 Queries are real: the sample's titles and photos, through the real encoder.
+
+Each measurement (a size and a kind of query) has a request topic and a query worker of its
+own, and each of its rounds a client with a new reply topic. The embedded broker (Tansu, memory
+storage) gets slower with every record batch a partition holds (`shopvec bench broker`), and a
+request or a reply at this rate is a batch of one; the broker keeps no retention and refuses to
+delete records. On long-lived topics each request would pay for the batches before it (the 100k
+run for the whole 10k one, the last round for the 49 before it), which says how long the broker
+has run, not what Kafka adds: a Kafka broker finds an offset through its index, whatever the
+partition holds.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from shopvec.client import SearchClient
 from shopvec.encoders.base import Encoder, l2_normalise
 from shopvec.imaging import ImageLoader
 from shopvec.indexing.pipeline import ProductIndexer
+from shopvec.kafka.admin import delete_topics, ensure_topics
 from shopvec.runtime import (
     build_encoder,
     build_fusion,
@@ -243,6 +253,93 @@ def _figures(
     }
 
 
+def _measure(
+    kind: str,
+    settings: Settings,
+    service: SearchService,
+    local_server: _InProcessServer,
+    texts: list[str],
+    photos: list[str | None],
+    *,
+    rate: float,
+    requests: int,
+    rounds: int,
+) -> dict[str, float]:
+    """One kind of query at one size: the search alone, then in-process serving and Kafka in
+    alternating rounds. The Kafka side gets a request topic and a query worker of its own, and
+    a client (with its reply topic) for each round, so that no partition it uses holds more
+    than this measurement's records (see the module's note on the embedded broker)."""
+    topics = settings.topics
+    measured = settings.model_copy(
+        update={
+            "topics": topics.model_copy(
+                update={"search_requests": f"{topics.search_requests}-{uuid.uuid4().hex[:6]}"}
+            )
+        }
+    )
+
+    def request(i: int) -> SearchRequest:
+        body: dict[str, Any] = {"request_id": uuid.uuid4().hex}
+        if kind == "text":
+            body["text"] = texts[i % len(texts)]
+        else:
+            body["image_base64"] = photos[i % len(photos)]
+        return SearchRequest.model_validate(body)
+
+    def alone(i: int) -> Timed:
+        t = time.perf_counter()
+        reply = service.search(request(i))
+        return time.perf_counter() - t, reply.took_ms
+
+    def in_process(i: int) -> Timed:
+        t = time.perf_counter()
+        reply = local_server.ask(request(i))
+        return time.perf_counter() - t, reply.took_ms
+
+    def over_kafka(client: SearchClient) -> Callable[[int], Timed]:
+        def send(i: int) -> Timed:
+            t = time.perf_counter()
+            reply = client.request(request(i))
+            return time.perf_counter() - t, reply.took_ms
+
+        return send
+
+    ensure_topics(measured)
+    # The query worker as its own process, the way it is deployed: the client's threads here
+    # do not compete with it for this interpreter.
+    stack = EmbeddedStack(measured)
+    stack.up(workers=["query"])
+    try:
+        # Warm this kind's path on both sides.
+        in_process(0)
+        with SearchClient(measured, timeout_s=60) as client:
+            over_kafka(client)(0)
+        # As the worker does once started (workers._run): what is built so far is kept out of
+        # the collector's full passes.
+        gc.freeze()
+        single = _sequential(rate, range(requests), alone)
+        local: list[Timed] = []
+        remote: list[Timed] = []
+        wall = 0.0
+        # Alternating rounds, so that a change in the machine's load while they run falls on
+        # both sides alike: the shorter the rounds, the more evenly a burst of a few seconds is
+        # shared (50 rounds of 20 requests: one second each).
+        per_round = -(-requests // rounds)
+        for start in range(0, requests, per_round):
+            ids = range(start, min(requests, start + per_round))
+            local += _paced(rate, ids, in_process)
+            with SearchClient(measured, timeout_s=60) as client:
+                # Untimed: a new producer first asks the broker for its id.
+                over_kafka(client)(start)
+                began = time.monotonic()
+                remote += _paced(rate, ids, over_kafka(client))
+                wall += time.monotonic() - began
+    finally:
+        stack.stop(["query"])
+    delete_topics(measured, [measured.topics.search_requests])
+    return _figures(remote, local, single, wall)
+
+
 def run_query_bench(
     settings: Settings,
     *,
@@ -300,61 +397,21 @@ def run_query_bench(
                 "index_wait_s": round(index_wait_s, 1),
                 "ann_recall_at_10": round(float(recall), 4),
             }
-            # The query worker as its own process, the way it is deployed: the client's threads
-            # here do not compete with it for this interpreter.
-            stack = EmbeddedStack(sized)
-            stack.up(workers=["query"])
             local_server = _InProcessServer(
                 service, sized.query.batch_size, sized.query.batch_wait_ms / 1000
             )
-            with SearchClient(sized, timeout_s=60) as client:
-                for kind in ("text", "image"):
-
-                    def request(i: int, kind: str = kind) -> SearchRequest:
-                        body: dict[str, Any] = {"request_id": uuid.uuid4().hex}
-                        if kind == "text":
-                            body["text"] = texts[i % len(texts)]
-                        else:
-                            body["image_base64"] = photos[i % len(photos)]
-                        return SearchRequest.model_validate(body)
-
-                    def alone(i: int, service: SearchService = service) -> Timed:
-                        t = time.perf_counter()
-                        reply = service.search(request(i))
-                        return time.perf_counter() - t, reply.took_ms
-
-                    def in_process(i: int, local: _InProcessServer = local_server) -> Timed:
-                        t = time.perf_counter()
-                        reply = local.ask(request(i))
-                        return time.perf_counter() - t, reply.took_ms
-
-                    def over_kafka(i: int) -> Timed:
-                        t = time.perf_counter()
-                        reply = client.request(request(i))
-                        return time.perf_counter() - t, reply.took_ms
-
-                    # Warm this kind's path on both sides.
-                    in_process(0)
-                    over_kafka(0)
-                    # As the worker does once started (workers._run): what is built so far is
-                    # kept out of the collector's full passes.
-                    gc.freeze()
-                    single = _sequential(rate, range(requests), alone)
-                    local: list[Timed] = []
-                    remote: list[Timed] = []
-                    wall = 0.0
-                    # Alternating rounds, so that a change in the machine's load while they run
-                    # falls on both sides alike: the shorter the rounds, the more evenly a burst
-                    # of a few seconds is shared (50 rounds of 20 requests: one second each).
-                    per_round = -(-requests // rounds)
-                    for start in range(0, requests, per_round):
-                        ids = range(start, min(requests, start + per_round))
-                        local += _paced(rate, ids, in_process)
-                        began = time.monotonic()
-                        remote += _paced(rate, ids, over_kafka)
-                        wall += time.monotonic() - began
-                    figures[kind] = _figures(remote, local, single, wall)
+            for kind in ("text", "image"):
+                figures[kind] = _measure(
+                    kind,
+                    sized,
+                    service,
+                    local_server,
+                    texts,
+                    photos,
+                    rate=rate,
+                    requests=requests,
+                    rounds=rounds,
+                )
             local_server.close()
-            stack.stop(["query"])
             out["sizes"][str(n)] = figures
     return out
