@@ -24,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, To
 from schemas.search import SearchFilters, SearchReply, SearchRequest
 from schemas.wire import HEADER_CONTENT_TYPE, HEADER_CORRELATION_ID, HEADER_REPLY_TOPIC
 from shopvec.kafka.admin import create_topic, delete_topics
-from shopvec.kafka.config import common_config, producer_config
+from shopvec.kafka.config import producer_config, reply_reader_config
 from shopvec.settings import Settings
 
 __all__ = ["AsyncSearchClient", "SearchClient", "SearchTimeout"]
@@ -57,15 +57,7 @@ class SearchClient:
             # One day of retention is plenty for a reply; the topic is deleted on close anyway.
             create_topic(settings, self.reply_topic, 1, {"retention.ms": "86400000"})
         self._producer = Producer(producer_config(settings, **{"linger.ms": 0}))
-        conf = common_config(settings)
-        conf.update(
-            {
-                "group.id": f"shopvec-client-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": settings.fetch_wait_ms(),
-            }
-        )
-        self._consumer = Consumer(conf)
+        self._consumer = Consumer(reply_reader_config(settings))
         self._assign()
         self._reader = threading.Thread(target=self._read, name="search-replies", daemon=True)
         self._reader.start()

@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from shopvec.benchmarks.common import percentile
 from shopvec.kafka.admin import create_topic, delete_topics
-from shopvec.kafka.config import common_config, producer_config
+from shopvec.kafka.config import producer_config, reply_reader_config
 from shopvec.settings import Settings
 
 __all__ = ["run_broker_bench"]
@@ -55,15 +55,7 @@ def run_broker_bench(
     topic = f"bench-broker-{uuid.uuid4().hex[:8]}"
     create_topic(settings, topic, 1)
     producer = Producer(producer_config(settings, **{"linger.ms": 0}))
-    conf = common_config(settings)
-    conf.update(
-        {
-            "group.id": f"shopvec-bench-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": settings.fetch_wait_ms(),
-        }
-    )
-    consumer = Consumer(conf)
+    consumer = Consumer(reply_reader_config(settings))
     consumer.assign([TopicPartition(topic, 0, OFFSET_END)])
     out: dict[str, Any] = {
         "bootstrap": settings.kafka_bootstrap(),

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from shopvec.settings import Settings
 
-__all__ = ["admin_config", "common_config", "consumer_config", "producer_config"]
+__all__ = [
+    "admin_config",
+    "common_config",
+    "consumer_config",
+    "producer_config",
+    "reply_reader_config",
+]
 
 
 def common_config(settings: Settings) -> dict[str, Any]:
@@ -72,4 +79,18 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         }
     )
     conf.update(overrides)
+    return conf
+
+
+def reply_reader_config(settings: Settings) -> dict[str, Any]:
+    """A search client's reply reader: partitions assigned by hand, nothing committed, and the
+    fetch wait of the request/reply path."""
+    conf = common_config(settings)
+    conf.update(
+        {
+            "group.id": f"shopvec-client-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": settings.fetch_wait_ms(),
+        }
+    )
     return conf
