@@ -1,9 +1,10 @@
 """The behaviour stores on Milvus: the users collection and its shared-counts collection.
 
-Every call carries a timeout (see shopvec.store.milvus). The users collection is keyed by
-pseudonym and holds the taste vector (the products' fused dimension) with the user's row; the
-counts collection is named after it (`<users>_counts`) and keyed by row key. Milvus wants a
-vector field in every collection: the counts rows carry a two-dimensional zero vector.
+Every call carries a timeout (see shopvec.store.milvus), and each store keeps its collection
+loaded (see shopvec.store.loading). The users collection is keyed by pseudonym and holds the
+taste vector (the products' fused dimension) with the user's row; the counts collection is
+named after it (`<users>_counts`) and keyed by row key. Milvus wants a vector field in every
+collection: the counts rows carry a two-dimensional zero vector.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from pymilvus import DataType, MilvusClient
 
 from shopvec.behaviour.stats import RowKind, StatsRow
+from shopvec.store.loading import LOAD_TIMEOUT_S, CollectionLoader, reloading
 from shopvec.store.milvus import get_chunked
 
 __all__ = ["MilvusStatsStore", "MilvusUserStore", "counts_collection"]
@@ -70,13 +72,27 @@ def _create(client: MilvusClient, name: str, schema: Any, vector: str, timeout: 
 
 
 class MilvusUserStore:
-    def __init__(self, client: MilvusClient, name: str, dim: int, *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        client: MilvusClient,
+        name: str,
+        dim: int,
+        *,
+        timeout_s: float,
+        load_timeout_s: float = LOAD_TIMEOUT_S,
+    ) -> None:
         self._client = client
         self.name = name
         self.dim = dim
         self._timeout = timeout_s
+        self._loader = CollectionLoader(client, name, timeout_s=load_timeout_s)
+
+    @property
+    def loader(self) -> CollectionLoader:
+        return self._loader
 
     def ensure(self) -> None:
+        """Creates the collection, or checks the one there; either way leaves it loaded."""
         c = self._client
         if c.has_collection(self.name, timeout=self._timeout):
             fields = c.describe_collection(self.name, timeout=self._timeout)["fields"]
@@ -86,7 +102,11 @@ class MilvusUserStore:
                     f"users collection {self.name} holds {dim}-d taste vectors but products are "
                     f"{self.dim}-d; set SHOPVEC_MILVUS__USERS_COLLECTION to a new name"
                 )
-            return
+        else:
+            self._create()
+        self._loader.ensure()
+
+    def _create(self) -> None:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("pseudonym", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("shard", DataType.INT64)
@@ -97,20 +117,24 @@ class MilvusUserStore:
         schema.add_field("prefs", DataType.JSON)
         schema.add_field("recent", DataType.JSON)
         schema.add_field("window", DataType.JSON)
-        _create(c, self.name, schema, "taste_vec", self._timeout)
+        _create(self._client, self.name, schema, "taste_vec", self._timeout)
 
+    @reloading
     def get(self, pseudonyms: Sequence[str]) -> dict[str, dict[str, Any]]:
         rows = get_chunked(self._client, self.name, pseudonyms, _USER_FIELDS, self._timeout)
         return {r["pseudonym"]: dict(r) for r in rows}
 
+    @reloading
     def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             self._client.upsert(self.name, data=list(rows), timeout=self._timeout)
 
+    @reloading
     def delete(self, pseudonyms: Sequence[str]) -> None:
         if pseudonyms:
             self._client.delete(self.name, ids=list(pseudonyms), timeout=self._timeout)
 
+    @reloading
     def inactive(
         self, before_ms: int, shards: Collection[int] | None, limit: int
     ) -> list[dict[str, Any]]:
@@ -124,6 +148,7 @@ class MilvusUserStore:
         )
         return [dict(r) for r in rows]
 
+    @reloading
     def count(self) -> int:
         res = self._client.query(
             self.name, filter='pseudonym != ""', output_fields=["count(*)"], timeout=self._timeout
@@ -132,12 +157,25 @@ class MilvusUserStore:
 
 
 class MilvusStatsStore:
-    def __init__(self, client: MilvusClient, name: str, *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        client: MilvusClient,
+        name: str,
+        *,
+        timeout_s: float,
+        load_timeout_s: float = LOAD_TIMEOUT_S,
+    ) -> None:
         self._client = client
         self.name = name
         self._timeout = timeout_s
+        self._loader = CollectionLoader(client, name, timeout_s=load_timeout_s)
+
+    @property
+    def loader(self) -> CollectionLoader:
+        return self._loader
 
     def ensure(self) -> None:
+        """Creates the collection unless it is there; either way leaves it loaded."""
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=512)
         schema.add_field("kind", DataType.VARCHAR, max_length=4)
@@ -150,11 +188,14 @@ class MilvusStatsStore:
         schema.add_field("ops", DataType.JSON)
         schema.add_field("vec", DataType.FLOAT_VECTOR, dim=2)
         _create(self._client, self.name, schema, "vec", self._timeout)
+        self._loader.ensure()
 
+    @reloading
     def get(self, keys: Sequence[str]) -> dict[str, StatsRow]:
         rows = get_chunked(self._client, self.name, keys, _STATS_FIELDS, self._timeout)
         return {r["key"]: _stats_row(r) for r in rows}
 
+    @reloading
     def find(self, kind: RowKind, names: Sequence[str]) -> list[StatsRow]:
         out: list[StatsRow] = []
         wanted = list(dict.fromkeys(names))
@@ -169,6 +210,7 @@ class MilvusStatsStore:
             out.extend(_stats_row(r) for r in rows)
         return out
 
+    @reloading
     def upsert(self, rows: Sequence[StatsRow]) -> None:
         data = [
             {
@@ -188,6 +230,7 @@ class MilvusStatsStore:
         for start in range(0, len(data), _CHUNK):
             self._client.upsert(self.name, data=data[start : start + _CHUNK], timeout=self._timeout)
 
+    @reloading
     def all(self) -> list[StatsRow]:
         rows = self._client.query(
             self.name, filter='key != ""', output_fields=_STATS_FIELDS, timeout=self._timeout

@@ -1,7 +1,8 @@
 """ProductStore on Milvus (Milvus Lite server, standalone or cluster) through pymilvus.
 
 Every call carries a timeout: without one pymilvus retries for minutes, far past the consumer's
-max.poll.interval.ms.
+max.poll.interval.ms. The store loads its collection at start and again whenever Milvus answers
+that it is not loaded (see shopvec.store.loading).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from shopvec.store.base import (
     StoredState,
     VectorField,
 )
+from shopvec.store.loading import LOAD_TIMEOUT_S, CollectionLoader, reloading
 
 __all__ = ["MilvusProductStore", "filter_expression", "get_chunked", "spec_from_collection"]
 
@@ -121,11 +123,13 @@ class MilvusProductStore:
         *,
         timeout_s: float = 15.0,
         search_ef: int = 128,
+        load_timeout_s: float = LOAD_TIMEOUT_S,
     ) -> None:
         self._client = client
         self._spec = spec
         self._timeout = timeout_s
         self._search_ef = search_ef
+        self._loader = CollectionLoader(client, spec.name, timeout_s=load_timeout_s)
 
     @property
     def spec(self) -> CollectionSpec:
@@ -139,6 +143,10 @@ class MilvusProductStore:
     def client(self) -> MilvusClient:
         return self._client
 
+    @property
+    def loader(self) -> CollectionLoader:
+        return self._loader
+
     def close(self) -> None:
         self._client.close()
 
@@ -146,7 +154,8 @@ class MilvusProductStore:
 
     def ensure(self) -> None:
         """Safe to call from several workers at once: whoever loses a race to create the
-        collection or the alias finds it there and carries on."""
+        collection or the alias finds it there and carries on. Leaves the collection loaded,
+        and the one the alias points at if that is another (readers of the alias search it)."""
         name = self._spec.name
         if not self._client.has_collection(name, timeout=self._timeout):
             try:
@@ -161,6 +170,8 @@ class MilvusProductStore:
             except Exception:
                 if not self._alias_exists():
                     raise
+        target = self.alias_target()
+        self._loader.ensure(*([target] if target not in (None, name) else []))
 
     def point_alias_here(self) -> None:
         """Switches the alias to this collection (readers of the alias move at once)."""
@@ -229,6 +240,7 @@ class MilvusProductStore:
 
     # -- reads and writes -------------------------------------------------------------------
 
+    @reloading
     def _get(self, ids: Sequence[str], fields: list[str]) -> list[dict[str, Any]]:
         return get_chunked(self._client, self._spec.name, ids, fields, self._timeout)
 
@@ -241,19 +253,23 @@ class MilvusProductStore:
             r["id"]: {f: np.asarray(r[f], dtype=np.float32) for f in VECTOR_FIELDS} for r in rows
         }
 
+    @reloading
     def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             self._client.upsert(self._spec.name, data=list(rows), timeout=self._timeout)
 
+    @reloading
     def flush(self) -> None:
         # Until sealed, new rows are searched by brute force (in Milvus Lite, in Python):
         # searches slow down as unsealed rows pile up.
         self._client.flush(self._spec.name, timeout=self._timeout)
 
+    @reloading
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
             self._client.delete(self._spec.name, ids=list(ids), timeout=self._timeout)
 
+    @reloading
     def search(
         self,
         field: VectorField,
@@ -286,6 +302,7 @@ class MilvusProductStore:
         rows = self._get(ids, [*SCALAR_OUTPUT_FIELDS, "deleted", *VECTOR_FIELDS])
         return {r["id"]: r for r in rows if not r["deleted"]}
 
+    @reloading
     def count(self) -> int:
         res = self._client.query(
             self._spec.name,
