@@ -19,11 +19,17 @@ ErrorKind = Literal[
     "image_too_large",
     "forbidden_url",
     "unprocessable",
+    "oversize",
+    "forbidden_reply_topic",
 ]
 
 
 class DeadLetter(Contract):
-    """Carries the original bytes untouched (base64), where they came from, and why they failed."""
+    """Carries the original bytes (base64), where they came from, and why they failed.
+
+    A dead letter has a bounded size: an original too large to carry whole is cut, and
+    value_truncated says so; value_size and value_sha256 always describe the whole original,
+    so it can be found again upstream and a replay can be checked against it."""
 
     schema_version: Literal[1] = 1
     worker: str = Field(description="which worker gave up: indexer, query, behaviour")
@@ -34,6 +40,13 @@ class DeadLetter(Contract):
     offset: int
     key_base64: str | None = None
     value_base64: str | None = None
+    value_size: int | None = Field(default=None, ge=0, description="bytes of the whole original")
+    value_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="of the whole original value"
+    )
+    value_truncated: bool = Field(
+        default=False, description="value_base64 holds only the start of the original"
+    )
     failed_at: UtcDatetime
 
     @property

@@ -34,13 +34,6 @@ class IndexerMetrics:
             "Products written with stored vectors, nothing re-encoded",
             registry=r,
         )
-        self.dead_lettered = Counter(
-            "shopvec_indexer_dead_lettered",
-            "Events sent to the dead-letter topic",
-            ["kind"],
-            registry=r,
-        )
-        self.retries = Counter("shopvec_indexer_retries", "Transient failures retried", registry=r)
         self.batch_size = Histogram(
             "shopvec_indexer_batch_size",
             "Events per micro-batch",
@@ -68,11 +61,6 @@ class QueryMetrics:
             "shopvec_query_requests", "Search requests", ["scenario"], registry=r
         )
         self.errors = Counter("shopvec_query_errors", "Error replies", ["kind"], registry=r)
-        self.dead_lettered = Counter(
-            "shopvec_query_dead_lettered",
-            "Requests with no reply topic, dead-lettered",
-            registry=r,
-        )
         self.expired = Counter(
             "shopvec_query_expired", "Requests too old to answer, dropped", registry=r
         )

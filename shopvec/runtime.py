@@ -15,12 +15,16 @@ from shopvec.store.milvus import MilvusProductStore
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from confluent_kafka import Consumer, Producer
+    from prometheus_client import CollectorRegistry
     from pymilvus import MilvusClient
 
-    from shopvec.behaviour import BehaviourMetrics, BehaviourService, Personaliser
-    from shopvec.indexing import IndexerService, IndexOutcome
+    from shopvec.behaviour import BehaviourMetrics, Personaliser
+    from shopvec.indexing import IndexOutcome
+    from shopvec.kafka.loop import Retrier
+    from shopvec.kafka.stream import Handler, StreamRuntime
     from shopvec.metrics import IndexerMetrics, QueryMetrics
-    from shopvec.search import QueryWorker, SearchService
+    from shopvec.search import SearchService
 
 __all__ = [
     "attach_product_store",
@@ -128,19 +132,77 @@ def build_store(settings: Settings, spec: CollectionSpec) -> MilvusProductStore:
     )
 
 
+def _stream(
+    settings: Settings,
+    worker: str,
+    registry: CollectorRegistry,
+    *,
+    group_id: str,
+    topic: str,
+    producer: Producer,
+    handler: Callable[[Consumer, Retrier], Handler[Any]],
+    max_message_bytes: int,
+    size_setting: str,
+    batch_size: int,
+    batch_wait_s: float,
+    max_in_flight: int = 1,
+    consumer_overrides: dict[str, Any] | None = None,
+) -> StreamRuntime[Any]:
+    """A worker's runtime around the handler that `handler` builds from the consumer and the
+    retrier they share."""
+    from confluent_kafka import Consumer
+
+    from shopvec.kafka import DeadLetterSink, consumer_config
+    from shopvec.kafka.health import Health
+    from shopvec.kafka.loop import Retrier
+    from shopvec.kafka.stream import StreamMetrics, StreamRuntime
+
+    metrics = StreamMetrics(worker, registry)
+    retry = Retrier(
+        Health(settings.ops.liveness_stall_s),
+        on_retry=metrics.retries.labels(worker=worker).inc,
+    )
+    consumer = Consumer(consumer_config(settings, group_id, **(consumer_overrides or {})))
+    sink = DeadLetterSink(
+        producer,
+        settings.topics.dead_letters,
+        worker,
+        max_bytes=settings.kafka.dead_letter_max_bytes,
+        on_skip=lambda record, why: metrics.skipped.labels(
+            worker=worker, kind=record.error_kind
+        ).inc(),
+    )
+    return StreamRuntime(
+        worker=worker,
+        consumer=consumer,
+        topic=topic,
+        handler=handler(consumer, retry),
+        dead_letters=sink,
+        metrics=metrics,
+        retry=retry,
+        max_message_bytes=max_message_bytes,
+        size_setting=size_setting,
+        batch_size=batch_size,
+        batch_wait_s=batch_wait_s,
+        max_in_flight=max_in_flight,
+        drain_timeout_s=settings.kafka.drain_timeout_s,
+    )
+
+
 def build_indexer_service(
     settings: Settings,
     encoder: Encoder | None = None,
     *,
     group_id: str | None = None,
     on_batch: Callable[[IndexOutcome], None] | None = None,
-) -> tuple[IndexerService, IndexerMetrics]:
+) -> tuple[StreamRuntime[Any], IndexerMetrics]:
     """The indexer as its worker runs it; tests build the same thing in a thread."""
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Producer
 
     from shopvec.imaging import ImageLoader
     from shopvec.indexing import IndexerService, ProductIndexer
-    from shopvec.kafka import DeadLetterSink, consumer_config, producer_config
+    from shopvec.indexing.service import MAX_IN_FLIGHT
+    from shopvec.kafka import producer_config
     from shopvec.metrics import IndexerMetrics
 
     encoder = encoder or build_encoder(settings)
@@ -148,21 +210,30 @@ def build_indexer_service(
     store = build_store(settings, collection_spec(settings, encoder, fusion))
     store.ensure()
     metrics = IndexerMetrics()
-    service = IndexerService(
-        consumer=Consumer(consumer_config(settings, group_id or settings.indexer.group_id)),
+    indexer = ProductIndexer(encoder, store, ImageLoader(settings.images), fusion)
+    s = settings.indexer
+    runtime = _stream(
+        settings,
+        "indexer",
+        metrics.registry,
+        group_id=group_id or s.group_id,
         topic=settings.topics.products,
-        indexer=ProductIndexer(encoder, store, ImageLoader(settings.images), fusion),
-        dead_letters=DeadLetterSink(
-            Producer(producer_config(settings)), settings.topics.dead_letters, "indexer"
+        producer=Producer(producer_config(settings)),
+        handler=lambda consumer, retry: IndexerService(
+            indexer=indexer,
+            metrics=metrics,
+            retry=retry,
+            flush_rows=s.flush_rows,
+            flush_interval_s=s.flush_interval_s,
+            on_batch=on_batch,
         ),
-        metrics=metrics,
-        batch_size=settings.indexer.batch_size,
-        batch_wait_s=settings.indexer.batch_wait_ms / 1000,
-        flush_rows=settings.indexer.flush_rows,
-        flush_interval_s=settings.indexer.flush_interval_s,
-        on_batch=on_batch,
+        max_message_bytes=s.max_event_bytes,
+        size_setting="SHOPVEC_INDEXER__MAX_EVENT_BYTES",
+        batch_size=s.batch_size,
+        batch_wait_s=s.batch_wait_ms / 1000,
+        max_in_flight=MAX_IN_FLIGHT,
     )
-    return service, metrics
+    return runtime, metrics
 
 
 def build_search_service(settings: Settings, encoder: Encoder | None = None) -> SearchService:
@@ -185,38 +256,46 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
 
 def build_query_worker(
     settings: Settings, encoder: Encoder | None = None, *, group_id: str | None = None
-) -> tuple[QueryWorker, QueryMetrics]:
-    from confluent_kafka import Consumer, Producer
+) -> tuple[StreamRuntime[Any], QueryMetrics]:
+    from confluent_kafka import Producer
 
-    from shopvec.kafka import DeadLetterSink, consumer_config, producer_config
+    from shopvec.kafka import producer_config
+    from shopvec.kafka.topics import TopicGuard, topic_exists
     from shopvec.metrics import QueryMetrics
     from shopvec.search import QueryWorker
 
     metrics = QueryMetrics()
+    q = settings.query
     producer = Producer(producer_config(settings, **{"linger.ms": 0}))
-    worker = QueryWorker(
-        consumer=Consumer(
-            consumer_config(
-                settings,
-                group_id or settings.query.group_id,
-                # Earliest, so a partition that changes hands in a rebalance before its first
-                # commit loses no request; requests older than max_request_age_s are dropped.
-                **{"auto.offset.reset": "earliest"},
-            )
-        ),
-        producer=producer,
-        topic=settings.topics.search_requests,
-        default_reply_topic=settings.topics.search_replies,
-        service=build_search_service(
-            settings, encoder or build_encoder(settings, threads=settings.query.encoder_threads)
-        ),
-        dead_letters=DeadLetterSink(producer, settings.topics.dead_letters, "query"),
-        metrics=metrics,
-        batch_size=settings.query.batch_size,
-        batch_wait_s=settings.query.batch_wait_ms / 1000,
-        max_request_age_s=settings.query.max_request_age_s,
+    service = build_search_service(
+        settings, encoder or build_encoder(settings, threads=q.encoder_threads)
     )
-    return worker, metrics
+    runtime = _stream(
+        settings,
+        "query",
+        metrics.registry,
+        group_id=group_id or q.group_id,
+        topic=settings.topics.search_requests,
+        producer=producer,
+        handler=lambda consumer, retry: QueryWorker(
+            producer=producer,
+            default_reply_topic=settings.topics.search_replies,
+            reply_topics=TopicGuard(settings.reply_topic_patterns(), topic_exists(producer)),
+            service=service,
+            metrics=metrics,
+            max_request_age_s=q.max_request_age_s,
+        ),
+        max_message_bytes=q.max_request_bytes,
+        size_setting="SHOPVEC_QUERY__MAX_REQUEST_BYTES",
+        batch_size=q.batch_size,
+        batch_wait_s=q.batch_wait_ms / 1000,
+        # Batches wait only for their replies' acknowledgements: never a reason to pause.
+        max_in_flight=64,
+        # Earliest, so a partition that changes hands in a rebalance before its first commit
+        # loses no request; requests older than max_request_age_s are dropped.
+        consumer_overrides={"auto.offset.reset": "earliest"},
+    )
+    return runtime, metrics
 
 
 # -- user behaviour ---------------------------------------------------------------------------
@@ -268,27 +347,35 @@ def attach_product_store(settings: Settings, wait_s: float = 600.0) -> MilvusPro
 
 def build_behaviour_service(
     settings: Settings, *, group_id: str | None = None
-) -> tuple[BehaviourService, BehaviourMetrics]:
+) -> tuple[StreamRuntime[Any], BehaviourMetrics]:
     """The behaviour worker: user events in, taste vectors and shared counts in Milvus."""
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Producer
 
     from shopvec.behaviour import BehaviourEngine, BehaviourMetrics, BehaviourService
-    from shopvec.kafka import DeadLetterSink, consumer_config, producer_config
+    from shopvec.kafka import producer_config
 
     b = settings.behaviour
     products = attach_product_store(settings)
     users, stats, pseudonyms = _behaviour_parts(settings, products, products.client)
     metrics = BehaviourMetrics()
-    service = BehaviourService(
-        consumer=Consumer(consumer_config(settings, group_id or b.group_id)),
+    engine = BehaviourEngine(users, stats, products, pseudonyms, b)
+    runtime = _stream(
+        settings,
+        "behaviour",
+        metrics.registry,
+        group_id=group_id or b.group_id,
         topic=settings.topics.user_events,
-        engine=BehaviourEngine(users, stats, products, pseudonyms, b),
-        dead_letters=DeadLetterSink(
-            Producer(producer_config(settings)), settings.topics.dead_letters, "behaviour"
+        producer=Producer(producer_config(settings)),
+        handler=lambda consumer, retry: BehaviourService(
+            consumer=consumer,
+            engine=engine,
+            metrics=metrics,
+            retry=retry,
+            expiry_interval_s=b.expiry_interval_s,
         ),
-        metrics=metrics,
+        max_message_bytes=b.max_event_bytes,
+        size_setting="SHOPVEC_BEHAVIOUR__MAX_EVENT_BYTES",
         batch_size=b.batch_size,
         batch_wait_s=b.batch_wait_ms / 1000,
-        expiry_interval_s=b.expiry_interval_s,
     )
-    return service, metrics
+    return runtime, metrics

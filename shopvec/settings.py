@@ -88,6 +88,18 @@ class KafkaSettings(BaseModel):
     extra: dict[str, str] = Field(
         default_factory=dict, description="further librdkafka properties, passed through"
     )
+    drain_timeout_s: float = Field(
+        default=45.0,
+        gt=0,
+        description="how long a worker's rebalance or shutdown waits for its batches in "
+        "flight; what is unfinished then is done again by the partition's next owner",
+    )
+    dead_letter_max_bytes: int = Field(
+        default=256 * 1024,
+        ge=4096,
+        description="the most a dead letter's body takes: beyond it the original is cut, its "
+        "size and SHA-256 kept (Kafka's default max.message.bytes is about 1 MB)",
+    )
 
 
 class MilvusSettings(BaseModel):
@@ -149,6 +161,12 @@ class IndexerSettings(BaseModel):
     flush_interval_s: float = Field(
         default=30.0, gt=0, description="or after this long, when anything was written"
     )
+    max_event_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="larger product events are dead-lettered as oversize unread (send photos by "
+        "URL rather than inline)",
+    )
 
 
 class QuerySettings(BaseModel):
@@ -168,6 +186,16 @@ class QuerySettings(BaseModel):
         gt=0,
         description="requests older than this are dropped unanswered: their clients gave up",
     )
+    max_request_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        description="larger requests are dead-lettered as oversize unread",
+    )
+    reply_topic_patterns: list[str] | None = Field(
+        default=None,
+        description="the only topics replies may go to (shell patterns); unset: the replies "
+        "topic and <replies topic>.*, where clients create their own",
+    )
 
 
 class BehaviourSettings(BaseModel):
@@ -176,6 +204,9 @@ class BehaviourSettings(BaseModel):
     group_id: str = "shopvec-behaviour"
     batch_size: int = Field(default=256, ge=1)
     batch_wait_ms: int = Field(default=200, ge=0)
+    max_event_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="larger user events are dead-lettered as oversize"
+    )
     event_weights: dict[str, float] = Field(
         default_factory=lambda: {
             "view": 0.5,
@@ -231,6 +262,12 @@ class OpsSettings(BaseModel):
 
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=0, le=65535, description="0 disables the endpoint")
+    liveness_stall_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="/healthz fails once the consume loop has shown no progress for this long "
+        "(waiting out a transient fault counts as progress)",
+    )
 
 
 class StackSettings(BaseModel):
@@ -279,6 +316,11 @@ class Settings(BaseSettings):
         if self.kafka.fetch_wait_max_ms is not None:
             return self.kafka.fetch_wait_max_ms
         return 2 if self.kafka_embedded else 10
+
+    def reply_topic_patterns(self) -> list[str]:
+        if self.query.reply_topic_patterns is not None:
+            return self.query.reply_topic_patterns
+        return [self.topics.search_replies, f"{self.topics.search_replies}.*"]
 
     def milvus_uri(self) -> str:
         return self.milvus.uri or f"http://127.0.0.1:{self.stack.milvus_port}"

@@ -6,11 +6,12 @@ import gc
 import logging
 import signal
 import threading
-from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from shopvec.kafka.stream import StreamRuntime
 from shopvec.logs import configure_logging
 from shopvec.ops import OpsServer
 from shopvec.settings import Settings
@@ -22,13 +23,10 @@ log = logging.getLogger("workers")
 
 
 def run_worker(
-    name: str,
-    settings: Settings,
-    loop: Callable[[threading.Event], None],
-    registry: CollectorRegistry,
-    ready: threading.Event,
+    name: str, settings: Settings, runtime: StreamRuntime[Any], registry: CollectorRegistry
 ) -> int:
-    """Runs `loop` until SIGTERM or SIGINT; the loop drains, writes and commits, then returns."""
+    """Runs the worker's loop until SIGTERM or SIGINT; it drains, writes and commits, then
+    returns. Liveness is the loop's progress; readiness also asks that it can do its work."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -41,7 +39,7 @@ def run_worker(
 
     def target() -> None:
         try:
-            loop(stop)
+            runtime.run(stop)
         except BaseException as exc:
             failure.append(exc)
             log.exception("%s: loop failed", name)
@@ -59,8 +57,8 @@ def run_worker(
             settings.ops.host,
             settings.ops.port,
             registry,
-            alive=thread.is_alive,
-            ready=lambda: ready.is_set() and thread.is_alive(),
+            alive=lambda: thread.is_alive() and runtime.health.alive(),
+            ready=lambda: thread.is_alive() and runtime.health.ready(),
         ).start()
     thread.start()
     log.info("%s: started", name)

@@ -11,7 +11,7 @@ from workers._run import load_settings, run_worker
 def main() -> int:
     settings = load_settings()
     service, metrics = build_indexer_service(settings)
-    return run_worker("indexer", settings, service.run, metrics.registry, service.ready)
+    return run_worker("indexer", settings, service, metrics.registry)
 
 
 if __name__ == "__main__":

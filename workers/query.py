@@ -11,7 +11,7 @@ from workers._run import load_settings, run_worker
 def main() -> int:
     settings = load_settings()
     worker, metrics = build_query_worker(settings)
-    return run_worker("query", settings, worker.run, metrics.registry, worker.ready)
+    return run_worker("query", settings, worker, metrics.registry)
 
 
 if __name__ == "__main__":

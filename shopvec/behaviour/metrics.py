@@ -29,15 +29,6 @@ class BehaviourMetrics:
         )
         self.forgotten = Counter("shopvec_behaviour_forgotten", "Users forgotten", registry=r)
         self.expired = Counter("shopvec_behaviour_expired", "Inactive users dropped", registry=r)
-        self.dead_lettered = Counter(
-            "shopvec_behaviour_dead_lettered",
-            "Events sent to the dead-letter topic",
-            ["kind"],
-            registry=r,
-        )
-        self.retries = Counter(
-            "shopvec_behaviour_retries", "Transient failures retried", registry=r
-        )
         self.batch_seconds = Histogram(
             "shopvec_behaviour_batch_seconds", "From a batch consumed to written", registry=r
         )

@@ -50,6 +50,9 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
             # Idempotence keeps a retried send from writing a message twice.
             "enable.idempotence": True,
             "acks": "all",
+            # A worker writes only to topics that exist: asking about or producing to any
+            # other must never create it.
+            "allow.auto.create.topics": False,
             "linger.ms": 5,
             "compression.type": "lz4",
         }

@@ -1,5 +1,5 @@
-"""What every batching consume loop shares: micro-batches bounded by size and wait, and the
-retry of transient failures with backoff."""
+"""What every batching consume loop shares: micro-batches bounded by size and wait, offsets
+stored past a rebalance, and the retry of transient failures with backoff."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
-__all__ = ["next_batch", "store_offsets", "with_retries"]
+from shopvec.errors import is_transient
+from shopvec.kafka.health import Health
+
+__all__ = ["Retrier", "next_batch", "store_offsets"]
 
 log = logging.getLogger(__name__)
 
@@ -61,26 +64,46 @@ def store_offsets(consumer: Consumer, messages: list[Message]) -> None:
             log.debug("offset not stored for %s[%s]: %s", msg.topic(), msg.partition(), exc)
 
 
-def with_retries(
-    call: Callable[[], T],
-    stop: threading.Event,
-    *,
-    max_retry_s: float,
-    on_retry: Callable[[], None] | None = None,
-) -> T:
-    """Transient failures (Milvus away, a timeout) are retried, never dead-lettered; past
-    max_retry_s the error propagates and the process exits so the orchestrator restarts it,
-    with the batch's offsets not stored."""
-    delay, waited = 0.5, 0.0
-    while True:
-        try:
-            return call()
-        except Exception as exc:
-            if waited >= max_retry_s or stop.is_set():
-                raise
-            if on_retry is not None:
-                on_retry()
-            log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
-            time.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 10.0)
+class Retrier:
+    """Retries transient failures (the broker or Milvus away, a timeout) with backoff for as long
+    as they last: never dead-lettered, never skipped. Waiting counts as progress for liveness;
+    past unready_after_s the worker reports not ready, with the fault as the reason. Anything
+    else propagates at once, for the caller to treat as a fault of the messages."""
+
+    def __init__(
+        self,
+        health: Health,
+        *,
+        on_retry: Callable[[], None] | None = None,
+        unready_after_s: float = 30.0,
+        max_delay_s: float = 10.0,
+    ) -> None:
+        self.stop = threading.Event()
+        """The runtime points this at its own stop flag when it runs."""
+        self.health = health
+        self._on_retry = on_retry
+        self._unready_after_s = unready_after_s
+        self._max_delay_s = max_delay_s
+
+    def __call__(self, call: Callable[[], T]) -> T:
+        delay, waited, troubled = 0.5, 0.0, False
+        while True:
+            try:
+                result = call()
+            except Exception as exc:
+                if self.stop.is_set() or not is_transient(exc):
+                    raise
+                if self._on_retry is not None:
+                    self._on_retry()
+                self.health.beat()
+                if waited >= self._unready_after_s and not troubled:
+                    troubled = True
+                    self.health.trouble(f"retrying for {waited:.0f}s: {exc}"[:500])
+                log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
+                self.stop.wait(delay)
+                waited += delay
+                delay = min(delay * 2, self._max_delay_s)
+                continue
+            if troubled:
+                self.health.clear()
+            return result

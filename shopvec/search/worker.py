@@ -1,28 +1,31 @@
-"""The query worker's loop: consume a micro-batch of requests, answer each on its reply topic.
+"""The query worker's logic, as a handler of the stream runtime: answer each request of a
+micro-batch on its reply topic.
 
 Requests in one poll are encoded together (one text batch, one image batch), which is where
 concurrency pays on a CPU or GPU encoder. Replies carry the request id as the correlation id
-header and as the key. A request that cannot be parsed gets an error reply when its reply topic
-can be found (body or header), otherwise it goes to the dead-letter topic.
+header and as the key; a request without a request_id is answered under its correlation-id
+header. A request that cannot be parsed gets an error reply when its reply topic can be found
+(body or header), otherwise it goes to the dead-letter topic.
 
-The loop does not wait for the broker to acknowledge a batch's replies before it takes the next
-batch: a batch's offsets are stored once all its replies are acknowledged (or have failed for
-good), batches in the order they were consumed. A worker killed meanwhile leaves those requests
-to be answered again by whoever takes the partition. A dead letter is still acknowledged before
-its batch moves on.
+A reply topic is the client's choice, so it is checked before anything is written: it must
+match the configured patterns and exist already. A request naming any other topic gets no
+reply; it is dead-lettered as forbidden_reply_topic.
+
+A batch is finished once the broker has acknowledged all its replies (or failed them for
+good: the asker's timeout and retry cover a reply that never arrives); the runtime stores
+offsets batch by batch in consumption order, without waiting for one batch's replies before it
+takes the next.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections import deque
+from dataclasses import dataclass
 
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
-    Consumer,
     KafkaError,
     KafkaException,
     Message,
@@ -30,6 +33,7 @@ from confluent_kafka import (
 )
 from pydantic import ValidationError
 
+from schemas.dead_letter import ErrorKind
 from schemas.search import SearchError, SearchReply, SearchRequest
 from schemas.wire import (
     HEADER_CONTENT_TYPE,
@@ -37,12 +41,9 @@ from schemas.wire import (
     HEADER_REPLY_TOPIC,
     HEADER_SCHEMA_VERSION,
 )
-from shopvec.kafka.dead_letters import (
-    DeadLetterSink,
-    classify_validation_error,
-    readable_validation_error,
-)
-from shopvec.kafka.loop import store_offsets
+from shopvec.kafka.dead_letters import classify_validation_error, readable_validation_error
+from shopvec.kafka.stream import Batch
+from shopvec.kafka.topics import TopicGuard
 from shopvec.metrics import QueryMetrics
 from shopvec.search.service import SearchService
 
@@ -65,127 +66,136 @@ def _age_ms(msg: Message, now_ms: float) -> float:
     return 0.0 if kind == TIMESTAMP_NOT_AVAILABLE else max(0.0, now_ms - stamp)
 
 
-class _Batch:
-    """One poll's messages, and how many of its replies the broker has yet to acknowledge."""
+@dataclass(frozen=True)
+class _Invalid:
+    error: ValidationError
 
-    __slots__ = ("msgs", "waiting")
 
-    def __init__(self, msgs: list[Message]) -> None:
-        self.msgs = msgs
+@dataclass(frozen=True)
+class _Expired:
+    pass
+
+
+Incoming = SearchRequest | _Invalid | _Expired
+
+
+class _Replies:
+    """A batch's replies the broker has yet to acknowledge; the batch is finished at none."""
+
+    __slots__ = ("batch", "sealed", "waiting")
+
+    def __init__(self, batch: Batch[Incoming]) -> None:
+        self.batch = batch
         self.waiting = 0
+        self.sealed = False
 
     def delivered(self, err: KafkaError | None, msg: Message) -> None:
         self.waiting -= 1
         if err is not None:
-            # The asker's timeout and retry cover a reply that never arrives.
             log.warning("reply to %s not delivered: %s", msg.topic(), err)
+        self._maybe_finish()
+
+    def seal(self) -> None:
+        self.sealed = True
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if self.sealed and self.waiting <= 0:
+            self.batch.finish()
 
 
 class QueryWorker:
     def __init__(
         self,
         *,
-        consumer: Consumer,
         producer: Producer,
-        topic: str,
         default_reply_topic: str,
+        reply_topics: TopicGuard,
         service: SearchService,
-        dead_letters: DeadLetterSink,
         metrics: QueryMetrics,
-        batch_size: int = 16,
-        batch_wait_s: float = 0.002,
         max_request_age_s: float = 30.0,
     ) -> None:
-        self._consumer = consumer
         self._producer = producer
-        self._topic = topic
         self._default_reply = default_reply_topic
+        self._reply_topics = reply_topics
         self._service = service
-        self._dead = dead_letters
         self._metrics = metrics
-        self._batch_size = batch_size
-        self._batch_wait_s = batch_wait_s
         self._max_age_ms = max_request_age_s * 1000
-        self._unacknowledged: deque[_Batch] = deque()
-        self.ready = threading.Event()
 
-    def run(self, stop: threading.Event) -> None:
-        self._consumer.subscribe([self._topic], on_assign=lambda c, p: self.ready.set())
+    # -- the runtime's handler ----------------------------------------------------------------
+
+    def decode(self, msg: Message) -> Incoming:
+        kind, stamp = msg.timestamp()
+        if kind != TIMESTAMP_NOT_AVAILABLE and time.time() * 1000 - stamp > self._max_age_ms:
+            # The group starts new partitions at the earliest offset so that no request is
+            # skipped in a rebalance; what its client has long given up on is dropped.
+            self._metrics.expired.inc()
+            return _Expired()
+        raw = msg.value() or b""
         try:
-            while not stop.is_set():
-                # consume(n, t) waits for n messages or t seconds, whichever first: so wait for
-                # one, then take what else is ready (plus batch_wait) to encode together.
-                first = self._consumer.poll(0.25)
-                if first is None:
-                    self._producer.poll(0)
-                    self._store_acknowledged()
-                    continue
-                msgs = [first]
-                msgs += self._consumer.consume(self._batch_size - 1, self._batch_wait_s)
-                good = []
-                for msg in msgs:
-                    err = msg.error()
-                    if err is None:
-                        good.append(msg)
-                    elif err.fatal():
-                        raise KafkaException(err)
-                    elif err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer: %s", err)
-                if good:
-                    self._handle(good)
-        finally:
-            self._producer.flush(10)
-            self._store_acknowledged()
-            self._consumer.close()
+            return SearchRequest.from_bytes(raw)
+        except ValidationError as exc:
+            correlation = header(msg, HEADER_CORRELATION_ID)
+            if correlation and any(e["loc"] == ("request_id",) for e in exc.errors()):
+                return self._with_request_id(raw, correlation, exc)
+            return _Invalid(exc)
 
-    def _store_acknowledged(self) -> None:
-        """Stores the offsets of the batches whose replies are all acknowledged, oldest first,
-        stopping at the first that still waits: an offset never moves back."""
-        while self._unacknowledged and self._unacknowledged[0].waiting <= 0:
-            store_offsets(self._consumer, self._unacknowledged.popleft().msgs)
+    @staticmethod
+    def _with_request_id(raw: bytes, correlation: str, exc: ValidationError) -> Incoming:
+        """The request as its correlation-id header names it."""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _Invalid(exc)
+        if not isinstance(body, dict) or "request_id" in body:
+            return _Invalid(exc)
+        try:
+            return SearchRequest.model_validate({**body, "request_id": correlation})
+        except ValidationError as again:
+            return _Invalid(again)
 
-    def _handle(self, msgs: list[Message]) -> None:
+    def submit(self, batch: Batch[Incoming]) -> None:
         started = time.perf_counter()
-        batch = _Batch(msgs)
-        requests: list[tuple[Message, SearchRequest]] = []
-        now_ms = time.time() * 1000
-        for msg in msgs:
-            kind, stamp = msg.timestamp()
-            if kind != TIMESTAMP_NOT_AVAILABLE and now_ms - stamp > self._max_age_ms:
-                # The group starts new partitions at the earliest offset so that no request
-                # is skipped in a rebalance; what its client has long given up on is dropped.
-                self._metrics.expired.inc()
-                continue
-            try:
-                requests.append((msg, SearchRequest.from_bytes(msg.value() or b"")))
-            except ValidationError as exc:
-                self._reject(msg, exc, batch)
+        replies = _Replies(batch)
+        requests = [(m, r) for m, r in batch.items if isinstance(r, SearchRequest)]
+        for msg, item in batch.items:
+            if isinstance(item, _Invalid):
+                self._reject(msg, item.error, replies)
         if requests:
+            now_ms = time.time() * 1000
             try:
-                ages = [_age_ms(msg, now_ms) for msg, _ in requests]
-                replies = self._service.search_many([r for _, r in requests], ages)
+                answers = self._service.search_many(
+                    [r for _, r in requests], [_age_ms(m, now_ms) for m, _ in requests]
+                )
             except Exception as exc:  # the store or the encoder failed: say so to every asker
                 log.exception("search batch failed")
-                replies = [
+                answers = [
                     SearchReply(
                         request_id=r.request_id,
                         error=SearchError(kind="internal", message=f"search failed: {exc}"),
                     )
                     for _, r in requests
                 ]
-            for (msg, request), reply in zip(requests, replies, strict=True):
+            for (msg, request), reply in zip(requests, answers, strict=True):
                 topic = request.reply_topic or header(msg, HEADER_REPLY_TOPIC)
-                self._reply(topic or self._default_reply, reply, batch)
+                self._reply(msg, topic or self._default_reply, reply, replies)
                 self._metrics.requests.labels(scenario=reply.scenario or "none").inc()
                 if reply.error is not None:
                     self._metrics.errors.labels(kind=reply.error.kind).inc()
-        self._unacknowledged.append(batch)
         self._producer.poll(0)
-        self._dead.flush()
-        self._store_acknowledged()
+        replies.seal()
         self._metrics.latency_seconds.observe(time.perf_counter() - started)
 
-    def _reject(self, msg: Message, exc: ValidationError, batch: _Batch) -> None:
+    def tick(self) -> None:
+        # Delivery reports (which finish batches) run inside poll, on this thread.
+        self._producer.poll(0)
+
+    def close(self) -> None:
+        self._producer.flush(10)
+
+    # -- replies ------------------------------------------------------------------------------
+
+    def _reject(self, msg: Message, exc: ValidationError, replies: _Replies) -> None:
         reply_topic, request_id = (
             header(msg, HEADER_REPLY_TOPIC),
             header(msg, HEADER_CORRELATION_ID),
@@ -199,30 +209,39 @@ class QueryWorker:
             pass
         reason = readable_validation_error(exc)
         if isinstance(reply_topic, str) and reply_topic and request_id:
-            self._reply(
-                reply_topic,
-                SearchReply(
-                    request_id=str(request_id),
-                    error=SearchError(kind="invalid_request", message=reason),
-                ),
-                batch,
+            reply = SearchReply(
+                request_id=str(request_id)[:128],
+                error=SearchError(kind="invalid_request", message=reason),
             )
-            self._metrics.errors.labels(kind="invalid_request").inc()
+            if self._reply(msg, reply_topic, reply, replies):
+                self._metrics.errors.labels(kind="invalid_request").inc()
         else:
-            self._dead.send(msg, classify_validation_error(exc), reason)
-            self._metrics.dead_lettered.inc()
+            replies.batch.reject(msg, classify_validation_error(exc), reason)
 
-    def _reply(self, topic: str, reply: SearchReply, batch: _Batch) -> None:
-        # Delivery callbacks run inside this thread's producer.poll, never before it.
-        self._producer.produce(
-            topic,
-            key=reply.request_id.encode(),
-            value=reply.to_bytes(),
-            headers=[
-                (HEADER_CORRELATION_ID, reply.request_id.encode()),
-                (HEADER_CONTENT_TYPE, b"application/json"),
-                (HEADER_SCHEMA_VERSION, str(reply.schema_version).encode()),
-            ],
-            on_delivery=batch.delivered,
-        )
-        batch.waiting += 1
+    def _reply(self, msg: Message, topic: str, reply: SearchReply, replies: _Replies) -> bool:
+        """False when nothing was written: the topic is refused (the request is dead-lettered)
+        or the producer would not take the reply."""
+        refusal = self._reply_topics.refusal(topic)
+        if refusal is not None:
+            kind: ErrorKind = "forbidden_reply_topic"
+            replies.batch.reject(msg, kind, refusal)
+            return False
+        try:
+            # Delivery callbacks run inside this thread's producer.poll, never before it.
+            self._producer.produce(
+                topic,
+                key=reply.request_id.encode(),
+                value=reply.to_bytes(),
+                headers=[
+                    (HEADER_CORRELATION_ID, reply.request_id.encode()),
+                    (HEADER_CONTENT_TYPE, b"application/json"),
+                    (HEADER_SCHEMA_VERSION, str(reply.schema_version).encode()),
+                ],
+                on_delivery=replies.delivered,
+            )
+        except (BufferError, KafkaException) as exc:
+            # The asker's timeout and retry cover it; the worker and the batch go on.
+            log.warning("reply to %s not sent: %s", topic, exc)
+            return False
+        replies.waiting += 1
+        return True

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import inspect
 import json
 import math
 import os
@@ -127,12 +126,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 
 
 def indexer_pipeline_depth() -> int:
-    """How many batches the indexer keeps in flight (IndexerService's max_in_flight)."""
+    """How many batches the indexer keeps in flight."""
     try:
-        from shopvec.indexing.service import IndexerService
+        from shopvec.indexing.service import MAX_IN_FLIGHT
 
-        return int(inspect.signature(IndexerService).parameters["max_in_flight"].default)
-    except (ImportError, KeyError, TypeError, ValueError):
+        return int(MAX_IN_FLIGHT)
+    except ImportError:
         return 1
 
 

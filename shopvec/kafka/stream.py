@@ -1,0 +1,427 @@
+"""One runtime for every worker: consume, bound and decode, hand batches to the worker's logic,
+dead-letter, store offsets, pause and resume, shut down, health.
+
+A worker supplies a Handler: how to decode one message, and what to do with a batch of
+decoded items. The runtime owns everything around it, so a fix to message handling lands once:
+
+- At least once: a batch's offsets are stored only once the handler finished it and its dead
+  letters are acknowledged, batches in the order they were consumed, so an offset never moves
+  past work that is not done. A handler may finish a batch later, on another thread (the
+  indexer's pipeline); with max_in_flight batches unfinished the partitions pause.
+- No message stops the worker: an oversize message is refused at the door, one that fails to
+  decode is dead-lettered with its reason, and a batch that fails for any reason other than a
+  transient fault is handed over again one message at a time, so only the messages that fail
+  alone are dead-lettered. Should several in a row fail alone, the fault is the system's and
+  not the messages': the runtime stops dead-lettering, reports not ready with the reason, and
+  tries the same message again with backoff until it goes through.
+- Transient faults are the handler's to retry, through the Retrier the runtime gives it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import CollectorRegistry, Counter
+
+from schemas.dead_letter import DeadLetter, ErrorKind
+from shopvec.errors import is_transient
+from shopvec.kafka.dead_letters import (
+    DeadLetterSink,
+    classify_validation_error,
+    readable_validation_error,
+)
+from shopvec.kafka.loop import Retrier, next_batch, store_offsets
+
+__all__ = ["Batch", "Handler", "Reject", "StreamMetrics", "StreamRuntime"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Reject(Exception):
+    """Raised by a handler's decode: this message is bad, and why."""
+
+    def __init__(self, kind: ErrorKind, reason: str) -> None:
+        super().__init__(reason)
+        self.kind: ErrorKind = kind
+        self.reason = reason
+
+
+@dataclass(eq=False)
+class Batch(Generic[T]):
+    """One poll's messages on their way through a worker."""
+
+    messages: list[Message]
+    items: list[tuple[Message, T]] = field(default_factory=list)
+    rejects: list[tuple[Message, ErrorKind, str]] = field(default_factory=list)
+    error: BaseException | None = None
+    _done: threading.Event = field(default_factory=threading.Event)
+    _wake: threading.Event | None = None
+
+    def reject(self, msg: Message, kind: ErrorKind, reason: str) -> None:
+        """msg goes to the dead-letter topic once the batch is finished."""
+        self.rejects.append((msg, kind, reason))
+
+    def finish(self) -> None:
+        """The batch's effects are done (any thread)."""
+        self._done.set()
+        if self._wake is not None:
+            self._wake.set()
+
+    def fail(self, exc: BaseException) -> None:
+        """The batch could not be done (any thread); the runtime decides what follows."""
+        self.error = exc
+        self.finish()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+class Handler(Protocol[T]):
+    """A worker's logic. decode runs on the consumer thread for each message; submit starts the
+    batch's effects and calls batch.finish() (or fail()) when they are done, then or later;
+    tick runs on every turn of the loop, also while it waits (housekeeping, delivery reports);
+    close runs once, after the last batch."""
+
+    def decode(self, msg: Message) -> T: ...
+
+    def submit(self, batch: Batch[T]) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class StreamMetrics:
+    """What the runtime counts, labelled by worker, in the worker's registry."""
+
+    worker: str
+    registry: CollectorRegistry
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.dead_lettered = Counter(
+            "shopvec_dead_lettered",
+            "Messages sent to the dead-letter topic",
+            ["worker", "kind"],
+            registry=r,
+        )
+        self.skipped = Counter(
+            "shopvec_skipped",
+            "Messages that failed and could not even be dead-lettered: logged and passed over",
+            ["worker", "kind"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "shopvec_retries", "Transient failures retried", ["worker"], registry=r
+        )
+        self.batch_failures = Counter(
+            "shopvec_batch_failures",
+            "Batches that failed and were handed over again one message at a time",
+            ["worker"],
+            registry=r,
+        )
+
+
+class StreamRuntime(Generic[T]):
+    def __init__(
+        self,
+        *,
+        worker: str,
+        consumer: Consumer,
+        topic: str,
+        handler: Handler[T],
+        dead_letters: DeadLetterSink,
+        metrics: StreamMetrics,
+        retry: Retrier,
+        max_message_bytes: int,
+        size_setting: str,
+        batch_size: int,
+        batch_wait_s: float,
+        max_in_flight: int = 1,
+        drain_timeout_s: float = 120.0,
+        system_fault_after: int = 5,
+        fault_backoff_s: float = 1.0,
+    ) -> None:
+        """retry: the Retrier the handler uses too; it carries the health the probes read.
+        size_setting: the setting that raises max_message_bytes, named in the reason."""
+        self.worker = worker
+        self._consumer = consumer
+        self._topic = topic
+        self._handler = handler
+        self._dead = dead_letters
+        self._metrics = metrics
+        self.retry = retry
+        self.health = retry.health
+        self._stop = threading.Event()
+        self._max_bytes = max_message_bytes
+        self._size_setting = size_setting
+        self._batch_size = batch_size
+        self._batch_wait_s = batch_wait_s
+        self._max_in_flight = max_in_flight
+        self._drain_timeout_s = drain_timeout_s
+        self._system_fault_after = system_fault_after
+        self._fault_backoff_s = fault_backoff_s
+        self._ledger: deque[Batch[T]] = deque()
+        self._wake = threading.Event()
+        self._paused = False
+        self._failures_in_a_row = 0
+        self._system_fault = False
+        self._retry_at: float | None = None
+        self._assigned: set[int] = set()
+
+    @property
+    def ready(self) -> threading.Event:
+        return self.health.assigned
+
+    def assigned_partitions(self) -> list[int]:
+        """Safe from any thread: kept by the rebalance callbacks, since the consumer's own
+        assignment() waits for the thread that is polling."""
+        return sorted(self._assigned)
+
+    def in_flight(self) -> int:
+        return len(self._ledger)
+
+    def count_skip(self, record: DeadLetter, why: str) -> None:
+        """The dead-letter sink's on_skip."""
+        self._metrics.skipped.labels(worker=self.worker, kind=record.error_kind).inc()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        self._stop = self.retry.stop = stop
+        self._consumer.subscribe(
+            [self._topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        try:
+            while not stop.is_set():
+                self.health.beat()
+                self.turn()
+                self._backpressure()
+                messages = next_batch(self._consumer, self._batch_size, self._batch_wait_s, stop)
+                if messages:
+                    self.process(messages)
+            # SIGTERM: finish what is in flight and store its offsets; close() commits them.
+            self._drain()
+        finally:
+            try:
+                self._handler.close()
+            finally:
+                self._consumer.close()
+                log.info("%s consumer closed", self.worker)
+
+    def turn(self) -> None:
+        """Housekeeping: the handler's, then whatever finished batches can be completed."""
+        self._handler.tick()
+        self._settle()
+
+    def process(self, messages: list[Message]) -> None:
+        """One poll's messages: decoded, handed to the handler, completed as far as they can."""
+        self._submit(self._decode(messages))
+        self._settle()
+
+    def _decode(self, messages: list[Message]) -> Batch[T]:
+        from pydantic import ValidationError
+
+        batch: Batch[T] = Batch(messages, _wake=self._wake)
+        for msg in messages:
+            size = len(msg.value() or b"") + len(msg.key() or b"")
+            if size > self._max_bytes:
+                batch.reject(
+                    msg,
+                    "oversize",
+                    f"a message of {size} bytes; this worker takes at most {self._max_bytes} "
+                    f"({self._size_setting})",
+                )
+                continue
+            try:
+                batch.items.append((msg, self._handler.decode(msg)))
+            except Reject as bad:
+                batch.reject(msg, bad.kind, bad.reason)
+            except ValidationError as exc:
+                batch.reject(msg, classify_validation_error(exc), readable_validation_error(exc))
+            except Exception as exc:
+                batch.reject(msg, "unprocessable", f"{self.worker} could not read it: {exc!r}")
+        return batch
+
+    def _submit(self, batch: Batch[T]) -> None:
+        self._ledger.append(batch)
+        self._start(batch)
+
+    def _resubmit(self, batches: list[Batch[T]]) -> None:
+        """In place of the failed batch at the head of the ledger, in order."""
+        self._ledger.popleft()
+        self._ledger.extendleft(reversed(batches))
+        for batch in batches:
+            self._start(batch)
+
+    def _start(self, batch: Batch[T]) -> None:
+        if not batch.items:
+            batch.finish()
+            return
+        try:
+            self._handler.submit(batch)
+        except Exception as exc:
+            batch.fail(exc)
+
+    # -- finishing batches, in order ----------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Completes the finished batches at the head of the ledger: dead letters, offsets."""
+        while self._ledger and self._ledger[0].done:
+            batch = self._ledger[0]
+            if batch.error is not None:
+                step = self._recover(batch)
+                if step == "wait":
+                    return
+                if step == "replaced":
+                    continue
+            self._ledger.popleft()
+            self._complete(batch)
+
+    def _recover(self, batch: Batch[T]) -> str:
+        """A failed batch at the head of the ledger: "replaced" when it was handed over again,
+        "complete" when its message is to be dead-lettered, "wait" when it waits for a retry."""
+        exc = batch.error
+        assert exc is not None
+        if self._stop.is_set() and is_transient(exc):
+            # Shutting down in the middle of a retry: leave the offsets where they are.
+            raise exc
+        if len(batch.items) > 1:
+            self._metrics.batch_failures.labels(worker=self.worker).inc()
+            log.warning(
+                "%s: a batch of %d failed (%r); handing its messages over one at a time",
+                self.worker,
+                len(batch.items),
+                exc,
+            )
+            self._resubmit(self._split(batch))
+            return "replaced"
+        if self._retry_at is not None:
+            if time.monotonic() < self._retry_at:
+                return "wait"
+            self._retry_at = None
+            self._resubmit([self._retry_of(batch)])
+            return "replaced"
+        self._failures_in_a_row += 1
+        if self._failures_in_a_row >= self._system_fault_after:
+            # Message after message fails alone: the store or the configuration is at fault.
+            # Dead-lettering on would empty the topic into the dead letters; wait for a fix,
+            # trying the same message again with backoff while the loop keeps polling.
+            reason = (
+                f"{self._failures_in_a_row} messages in a row failed alone, the last with "
+                f"{exc!r}: a fault of the system rather than of the messages; fix it and the "
+                "worker resumes with the same message"
+            )
+            if not self._system_fault:
+                log.error("%s: %s", self.worker, reason)
+            self._system_fault = True
+            self.health.trouble(reason[:500])
+            extra = min(self._failures_in_a_row - self._system_fault_after, 5)
+            self._retry_at = time.monotonic() + min(30.0, self._fault_backoff_s * 2.0**extra)
+            return "wait"
+        msg = batch.items[0][0]
+        batch.reject(msg, "unprocessable", f"{self.worker}: {exc!r}")
+        # Given up on: its completion is no success that ends a run of failures.
+        batch.items, batch.error = [], None
+        return "complete"
+
+    def _split(self, batch: Batch[T]) -> list[Batch[T]]:
+        singles = [Batch([msg], [(msg, item)], _wake=self._wake) for msg, item in batch.items]
+        # The batch's own rejects go with the first; the last stores every offset of the batch
+        # again, in consumption order, so each partition's stored offset ends at its highest.
+        singles[0].rejects = list(batch.rejects)
+        singles[-1].messages = list(batch.messages)
+        return singles
+
+    def _retry_of(self, batch: Batch[T]) -> Batch[T]:
+        return Batch(batch.messages, list(batch.items), list(batch.rejects), _wake=self._wake)
+
+    def _complete(self, batch: Batch[T]) -> None:
+        if batch.items:
+            self._failures_in_a_row = 0
+            if self._system_fault:
+                self._system_fault = False
+                self.health.clear()
+                log.info("%s: messages go through again", self.worker)
+        for msg, kind, reason in batch.rejects:
+            self._dead_letter(msg, kind, reason)
+        if batch.rejects:
+            self.retry(self._dead.flush)
+        store_offsets(self._consumer, batch.messages)
+
+    def _dead_letter(self, msg: Message, kind: ErrorKind, reason: str) -> None:
+        try:
+            self._dead.send(msg, kind, reason)
+        except Exception as exc:
+            # Not even an envelope could be made or queued: pass the message over, loudly.
+            log.exception(
+                "%s: skipped %s[%s]@%s (%s: %s): no dead letter: %r",
+                self.worker,
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                kind,
+                reason[:300],
+                exc,
+            )
+            self._metrics.skipped.labels(worker=self.worker, kind=kind).inc()
+            return
+        self._metrics.dead_lettered.labels(worker=self.worker, kind=kind).inc()
+
+    # -- backpressure, rebalance, shutdown ----------------------------------------------------
+
+    def _backpressure(self) -> None:
+        if not self._paused and len(self._ledger) >= self._max_in_flight:
+            self._consumer.pause(self._consumer.assignment())
+            self._paused = True
+        if self._paused:
+            # Wait for the handler rather than spin; the poll that follows keeps the group.
+            self._wake.wait(0.5)
+            self._wake.clear()
+            self.turn()
+        if self._paused and len(self._ledger) < self._max_in_flight:
+            self._consumer.resume(self._consumer.assignment())
+            self._paused = False
+
+    def _drain(self, timeout_s: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout_s or self._drain_timeout_s)
+        while self._ledger and time.monotonic() < deadline:
+            self.health.beat()
+            self._wake.wait(0.1)
+            self._wake.clear()
+            self.turn()
+        if self._ledger:
+            log.warning("%s: %d batches unfinished after the drain", self.worker, len(self._ledger))
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {tp.partition for tp in partitions}
+        self.health.assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Finish and store what is in flight while the partitions are still ours, then commit,
+        # so the next owner starts after it instead of doing it again.
+        self._assigned -= {tp.partition for tp in partitions}
+        self._drain()
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit on revoke failed: %s", exc)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost, not revoked: another member may already own them, so nothing is committed.
+        self._assigned -= {tp.partition for tp in partitions}
+        log.warning("partitions lost: %s", [tp.partition for tp in partitions])

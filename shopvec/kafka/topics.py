@@ -1,0 +1,76 @@
+"""Where a worker may write when a message names the topic: a reply topic chosen by a client
+is untrusted input. It must match one of the configured patterns, be a legal Kafka topic name,
+and exist already: no worker ever causes a topic to be created."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+
+from confluent_kafka import KafkaException, Producer
+
+__all__ = ["TopicGuard", "topic_exists"]
+
+log = logging.getLogger(__name__)
+
+_LEGAL = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def topic_exists(producer: Producer, timeout_s: float = 5.0) -> Callable[[str], bool]:
+    """Asks the broker about one topic. Producers run with allow.auto.create.topics off, so
+    asking creates nothing."""
+
+    def exists(topic: str) -> bool:
+        try:
+            meta = producer.list_topics(topic, timeout=timeout_s)
+        except KafkaException as exc:
+            log.warning("could not look up topic %s: %s", topic, exc)
+            return False
+        found = meta.topics.get(topic)
+        return found is not None and found.error is None and bool(found.partitions)
+
+    return exists
+
+
+class TopicGuard:
+    """patterns: shell-style (fnmatch, case-sensitive), e.g. "shopvec.search.replies.*".
+    A topic found to exist is remembered for known_ttl_s; one that was not is asked about
+    again next time (a client creates its reply topic just before its first request)."""
+
+    def __init__(
+        self,
+        patterns: Sequence[str],
+        exists: Callable[[str], bool],
+        *,
+        known_ttl_s: float = 300.0,
+    ) -> None:
+        self._patterns = list(patterns)
+        self._exists = exists
+        self._ttl = known_ttl_s
+        self._known: dict[str, float] = {}
+
+    @property
+    def patterns(self) -> list[str]:
+        return list(self._patterns)
+
+    def refusal(self, topic: str) -> str | None:
+        """None if a reply may go to topic, else why not."""
+        if not _LEGAL.match(topic):
+            return f"reply topic {topic[:300]!r} is not a legal topic name"
+        if not any(fnmatch.fnmatchcase(topic, p) for p in self._patterns):
+            return (
+                f"reply topic {topic!r} matches none of the allowed patterns "
+                f"{', '.join(self._patterns)}"
+            )
+        now = time.monotonic()
+        if self._known.get(topic, 0.0) > now:
+            return None
+        if not self._exists(topic):
+            return f"reply topic {topic!r} does not exist; the client creates its reply topic"
+        if len(self._known) > 10_000:
+            self._known = {t: at for t, at in self._known.items() if at > now}
+        self._known[topic] = now + self._ttl
+        return None

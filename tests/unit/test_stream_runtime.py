@@ -1,0 +1,320 @@
+"""The stream runtime with in-memory Kafka clients: offsets after effects and in order, bounded
+dead letters that cannot stop the worker, oversize refused at the door, a failing batch split
+until only the failing message is dead-lettered, and the query worker's reply-topic guard."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+from prometheus_client import CollectorRegistry
+
+from schemas.dead_letter import DeadLetter
+from schemas.search import SearchReply, SearchRequest
+from schemas.wire import HEADER_CORRELATION_ID, HEADER_REPLY_TOPIC
+from shopvec.kafka.dead_letters import DeadLetterSink
+from shopvec.kafka.health import Health
+from shopvec.kafka.loop import Retrier
+from shopvec.kafka.stream import Batch, StreamMetrics, StreamRuntime
+from shopvec.kafka.topics import TopicGuard
+from shopvec.metrics import QueryMetrics
+from shopvec.search.service import SearchService
+from shopvec.search.worker import QueryWorker
+from tests.unit.kafka_fakes import FakeConsumer, FakeMessage, FakeProducer
+
+DEAD = "dead"
+
+
+class Recorder:
+    """A handler that applies each item at once; fails on the values in `bad`."""
+
+    def __init__(self, bad: Callable[[str], bool] = lambda v: False) -> None:
+        self.applied: list[str] = []
+        self.bad = bad
+        self.calls = 0
+
+    def decode(self, msg: Message) -> str:
+        value = (msg.value() or b"").decode()
+        if value.startswith("{"):
+            json.loads(value)  # malformed JSON fails here, in decode
+        return value
+
+    def submit(self, batch: Batch[str]) -> None:
+        self.calls += 1
+        values = [v for _, v in batch.items]
+        if any(self.bad(v) for v in values):
+            raise ValueError(f"cannot apply {values}")
+        self.applied += values
+        batch.finish()
+
+    def tick(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _runtime(
+    handler: Any,
+    producer: FakeProducer | None = None,
+    *,
+    max_message_bytes: int = 1024 * 1024,
+    dead_letter_max_bytes: int = 64 * 1024,
+    fault_after: int = 5,
+) -> tuple[StreamRuntime[Any], FakeConsumer, FakeProducer, StreamMetrics]:
+    consumer, producer = FakeConsumer(), producer or FakeProducer()
+    metrics = StreamMetrics("test", CollectorRegistry())
+    sink = DeadLetterSink(
+        cast(Producer, producer),
+        DEAD,
+        "test",
+        max_bytes=dead_letter_max_bytes,
+        on_skip=lambda r, why: metrics.skipped.labels(worker="test", kind=r.error_kind).inc(),
+    )
+    runtime = StreamRuntime(
+        worker="test",
+        consumer=cast(Consumer, consumer),
+        topic="in",
+        handler=handler,
+        dead_letters=sink,
+        metrics=metrics,
+        retry=Retrier(Health(), max_delay_s=0.01),
+        max_message_bytes=max_message_bytes,
+        size_setting="SHOPVEC_TEST__MAX",
+        batch_size=16,
+        batch_wait_s=0.0,
+        system_fault_after=fault_after,
+        fault_backoff_s=0.01,
+    )
+    return runtime, consumer, producer, metrics
+
+
+def _dead_letters(producer: FakeProducer) -> list[DeadLetter]:
+    return [DeadLetter.from_bytes(v) for v in producer.on(DEAD)]
+
+
+def _count(metrics: StreamMetrics, name: str, kind: str) -> float:
+    value = metrics.registry.get_sample_value(f"{name}_total", {"worker": "test", "kind": kind})
+    return value or 0.0
+
+
+def _msgs(*values: bytes | str) -> list[Message]:
+    return [
+        cast(Message, FakeMessage(i, v.encode() if isinstance(v, str) else v))
+        for i, v in enumerate(values)
+    ]
+
+
+# -- the door and the dead letters -------------------------------------------------------------
+
+
+def test_an_oversize_message_is_refused_unread_and_the_rest_applied() -> None:
+    handler = Recorder()
+    runtime, consumer, producer, metrics = _runtime(handler, max_message_bytes=1000)
+    runtime.process(_msgs("a", b"x" * 5000, "b"))
+    assert handler.applied == ["a", "b"]
+    (dead,) = _dead_letters(producer)
+    assert dead.error_kind == "oversize" and "SHOPVEC_TEST__MAX" in dead.error_message
+    assert dead.value_size == 5000 and dead.value == b"x" * 5000
+    assert consumer.stored == [0, 1, 2]
+    assert _count(metrics, "shopvec_dead_lettered", "oversize") == 1
+
+
+def test_a_dead_letter_is_cut_to_its_bound_with_the_size_and_hash_of_the_whole() -> None:
+    big = b"{" + b"y" * (900 * 1024)  # malformed JSON of 0.9 MB
+    runtime, consumer, producer, _ = _runtime(Recorder(), dead_letter_max_bytes=64 * 1024)
+    runtime.process(_msgs(big))
+    (raw,) = producer.on(DEAD)
+    assert len(raw) <= 64 * 1024
+    dead = DeadLetter.from_bytes(raw)
+    assert dead.error_kind == "unprocessable" and dead.value_truncated
+    assert dead.value_size == len(big)
+    assert dead.value_sha256 == hashlib.sha256(big).hexdigest()
+    assert dead.value is not None and big.startswith(dead.value) and len(dead.value) > 1000
+    assert consumer.stored == [0]
+
+
+def test_a_dead_letter_the_broker_refuses_goes_again_without_the_original() -> None:
+    producer = FakeProducer()
+    producer.refuse_over[DEAD] = 2000  # the dead-letter topic takes less than the bound
+    runtime, consumer, _, _ = _runtime(Recorder(), producer)
+    runtime.process(_msgs("{" + "z" * 10_000))
+    (dead,) = _dead_letters(producer)
+    assert dead.value_base64 is None and dead.value_truncated and dead.value_size == 10_001
+    assert consumer.stored == [0]
+
+
+def test_a_message_that_cannot_even_be_dead_lettered_is_skipped_and_counted() -> None:
+    producer = FakeProducer()
+    producer.fail_delivery[DEAD] = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    handler = Recorder()
+    runtime, consumer, _, metrics = _runtime(handler, producer)
+    runtime.process(_msgs("{broken", "fine"))
+    assert handler.applied == ["fine"]
+    assert consumer.stored == [0, 1]
+    assert _count(metrics, "shopvec_skipped", "unprocessable") == 1
+
+
+# -- failing batches -----------------------------------------------------------------------------
+
+
+def test_a_failing_batch_is_split_and_only_the_failing_message_dead_lettered() -> None:
+    handler = Recorder(bad=lambda v: v == "poison")
+    runtime, consumer, producer, _ = _runtime(handler)
+    runtime.process(_msgs("a", "poison", "b"))
+    assert handler.applied == ["a", "b"]
+    (dead,) = _dead_letters(producer)
+    assert dead.offset == 1 and "cannot apply" in dead.error_message
+    assert sorted(set(consumer.stored)) == [0, 1, 2] and consumer.stored[-1] == 2
+    assert runtime.health.reason is None
+
+
+def test_when_every_message_fails_alone_the_system_is_at_fault_not_the_messages() -> None:
+    broken = threading.Event()
+    broken.set()
+    handler = Recorder(bad=lambda v: broken.is_set())
+    runtime, _, producer, _ = _runtime(handler, fault_after=2)
+    runtime.health.assigned.set()
+    runtime.process(_msgs("a"))
+    assert len(_dead_letters(producer)) == 1  # one failure alone is the message's
+    runtime.process(_msgs("b"))
+    assert len(_dead_letters(producer)) == 1  # the second in a row is not dead-lettered
+    assert not runtime.health.ready() and "in a row" in (runtime.health.reason or "")
+    broken.clear()  # the store is back: the same message goes through, after the backoff
+    time.sleep(0.05)
+    runtime.turn()
+    assert handler.applied == ["b"] and runtime.health.ready()
+
+
+def test_transient_failures_are_retried_never_dead_lettered() -> None:
+    failures = iter([ConnectionError("milvus away"), TimeoutError("slow")])
+
+    class Flaky(Recorder):
+        def submit(self, batch: Batch[str]) -> None:
+            def attempt() -> None:
+                failure = next(failures, None)
+                if failure is not None:
+                    raise failure
+
+            runtime.retry(attempt)
+            super().submit(batch)
+
+    handler = Flaky()
+    runtime, consumer, producer, _ = _runtime(handler)
+    runtime.process(_msgs("a"))
+    assert handler.applied == ["a"] and producer.on(DEAD) == []
+    assert consumer.stored == [0]
+
+
+# -- the query worker --------------------------------------------------------------------------
+
+
+class EchoService:
+    def search_many(
+        self, requests: Sequence[SearchRequest], ages_ms: Sequence[float] | None = None
+    ) -> list[SearchReply]:
+        return [SearchReply(request_id=r.request_id) for r in requests]
+
+
+EXISTING = {"replies", "replies.mine", "shopvec.products", DEAD}
+
+
+def _query() -> tuple[StreamRuntime[Any], FakeConsumer, FakeProducer]:
+    producer = FakeProducer()
+    worker = QueryWorker(
+        producer=cast(Producer, producer),
+        default_reply_topic="replies",
+        reply_topics=TopicGuard(["replies", "replies.*"], EXISTING.__contains__),
+        service=cast(SearchService, EchoService()),
+        metrics=QueryMetrics(),
+    )
+    runtime, consumer, _, _ = _runtime(worker, producer)
+    return runtime, consumer, producer
+
+
+def _request(offset: int, reply_topic: str = "replies.mine", **extra: Any) -> Message:
+    body = {"request_id": f"r{offset}", "text": "red dress", "reply_topic": reply_topic, **extra}
+    return cast(Message, FakeMessage(offset, json.dumps(body).encode()))
+
+
+def test_offsets_wait_for_the_replies_and_keep_their_order() -> None:
+    runtime, consumer, producer = _query()
+    runtime.process([_request(0), _request(1)])
+    runtime.process([_request(2)])
+    # Nothing acknowledged yet: the second batch was taken all the same, nothing stored.
+    assert len(producer.unacknowledged) == 3 and consumer.stored == []
+
+    producer.acknowledge(1, first=2)  # the second batch's reply
+    runtime.turn()
+    assert consumer.stored == []  # the first batch still waits, so the second does too
+
+    producer.acknowledge(1)  # one of the first batch's two
+    runtime.turn()
+    assert consumer.stored == []
+
+    producer.acknowledge(1)
+    runtime.turn()
+    assert consumer.stored == [0, 1, 2]
+    assert producer.flushes == 0
+
+
+def test_a_failed_reply_does_not_hold_the_offsets_back() -> None:
+    runtime, consumer, producer = _query()
+    runtime.process([_request(0)])
+    producer.acknowledge(1, err=KafkaError(KafkaError._MSG_TIMED_OUT))
+    runtime.turn()
+    assert consumer.stored == [0]
+
+
+def test_a_dead_letter_is_acknowledged_before_its_batch_moves_on() -> None:
+    runtime, consumer, producer = _query()
+    runtime.process([cast(Message, FakeMessage(0, b"{not json")), _request(1)])
+    producer.acknowledge(len(producer.unacknowledged))
+    runtime.turn()
+    assert [d.error_kind for d in _dead_letters(producer)] == ["not_json"]
+    assert consumer.stored == [0, 1]
+
+
+@pytest.mark.parametrize("topic", ["shopvec.products", DEAD, "replies.nobody-made-this", "x" * 300])
+def test_a_reply_topic_outside_the_patterns_or_missing_gets_no_write(topic: str) -> None:
+    runtime, consumer, producer = _query()
+    runtime.process([_request(0, reply_topic=topic)])
+    producer.flush()
+    runtime.turn()
+    assert {t for t, _ in producer.delivered} == {DEAD}
+    (dead,) = _dead_letters(producer)
+    assert dead.error_kind == "forbidden_reply_topic"
+    assert consumer.stored == [0]
+
+
+def test_the_reply_topic_header_is_held_to_the_same_patterns() -> None:
+    runtime, _, producer = _query()
+    body = {"request_id": "r0", "text": "red dress"}
+    msg = FakeMessage(0, json.dumps(body).encode(), headers=[(HEADER_REPLY_TOPIC, DEAD.encode())])
+    runtime.process([cast(Message, msg)])
+    producer.flush()
+    assert [d.error_kind for d in _dead_letters(producer)] == ["forbidden_reply_topic"]
+
+
+def test_an_invalid_request_naming_a_forbidden_topic_gets_no_error_reply_there() -> None:
+    runtime, _, producer = _query()
+    body = {"request_id": "r0", "reply_topic": "shopvec.products"}  # no query: invalid
+    runtime.process([cast(Message, FakeMessage(0, json.dumps(body).encode()))])
+    producer.flush()
+    assert {t for t, _ in producer.delivered} == {DEAD}
+
+
+def test_a_request_without_request_id_is_answered_under_its_correlation_id() -> None:
+    runtime, _, producer = _query()
+    body = {"text": "red dress", "reply_topic": "replies.mine"}
+    msg = FakeMessage(0, json.dumps(body).encode(), headers=[(HEADER_CORRELATION_ID, b"c-42")])
+    runtime.process([cast(Message, msg)])
+    producer.flush()
+    (reply,) = [SearchReply.from_bytes(v) for v in producer.on("replies.mine")]
+    assert reply.request_id == "c-42" and reply.error is None
