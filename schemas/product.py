@@ -5,14 +5,17 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter, model_validator
+from pydantic import Field, StringConstraints, TypeAdapter, model_validator
 
 from schemas._base import Contract, UtcDatetime
 
 __all__ = [
     "MAX_INLINE_IMAGE_BYTES",
+    "PRODUCT_ID_MAX_LENGTH",
+    "PRODUCT_ID_PATTERN",
     "ProductDelete",
     "ProductEvent",
+    "ProductId",
     "ProductImage",
     "ProductUpsert",
     "parse_product_event",
@@ -21,7 +24,29 @@ __all__ = [
 MAX_INLINE_IMAGE_BYTES = 8 * 1024 * 1024
 """Base64 text longer than this (about 6 MiB of image) is refused at validation."""
 
-ProductId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w.:\-/]+$")]
+PRODUCT_ID_MAX_LENGTH = 128
+PRODUCT_ID_PATTERN = r"^[\p{L}\p{M}\p{Nd}._:@+\-]+$"
+r"""Letters of any script with their combining marks, decimal digits, and `. _ : @ + -`.
+
+An id is a Kafka key, a Milvus primary key, a literal in Milvus filters and a word on an
+operator's terminal, so it carries no path separator, whitespace, quote or control character.
+Unicode property classes rather than `\w`, which is ASCII in ECMAScript and a little different in
+every other engine: Rust, ECMAScript (u flag), Java, Go and .NET read this pattern alike.
+Python's `re` cannot read it; Python producers validate with these models.
+"""
+
+ProductId = Annotated[
+    str,
+    # Surrounding whitespace is refused, not trimmed, so the id a producer keys its message by is
+    # the id in the body, and so the JSON Schema and the model accept the same strings.
+    StringConstraints(strip_whitespace=False),
+    Field(
+        min_length=1,
+        max_length=PRODUCT_ID_MAX_LENGTH,
+        pattern=PRODUCT_ID_PATTERN,
+        description="letters, combining marks, decimal digits and . _ : @ + - (1 to 128)",
+    ),
+]
 
 
 class ProductImage(Contract):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from schemas._base import Contract
-from schemas.product import MAX_INLINE_IMAGE_BYTES
+from schemas.product import MAX_INLINE_IMAGE_BYTES, ProductId
 
 __all__ = [
     "MAX_TOP_K",
@@ -55,9 +55,7 @@ class SearchRequest(Contract):
     filters: SearchFilters | None = None
     scenario: Scenario = "auto"
     ranker: Ranker = "fused"
-    like_product_id: str | None = Field(
-        default=None, max_length=128, description="more like this product"
-    )
+    like_product_id: ProductId | None = Field(default=None, description="more like this product")
     deadline_ms: int | None = Field(
         default=None,
         ge=1,

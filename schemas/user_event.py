@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, TypeAdapter
 
 from schemas._base import Contract, UtcDatetime
+from schemas.product import ProductId
 
 __all__ = [
     "EventContext",
@@ -33,7 +34,7 @@ class UserEvent(Contract):
     kind: Literal["interaction"] = "interaction"
     event_id: str = Field(min_length=1, max_length=128)
     user_id: str = Field(min_length=1, max_length=256)
-    product_id: str = Field(min_length=1, max_length=128)
+    product_id: ProductId
     type: EventType
     timestamp: UtcDatetime
     context: EventContext | None = None

@@ -15,6 +15,7 @@ from schemas import (
     parse_product_event,
 )
 from schemas.export import SCHEMA_DIR, render_all
+from schemas.product import PRODUCT_ID_PATTERN
 
 UPSERT = {
     "kind": "upsert",
@@ -115,3 +116,90 @@ def test_json_schema_files_are_up_to_date() -> None:
 def test_public_surface_is_declared() -> None:
     for name in schemas.__all__:
         assert hasattr(schemas, name), name
+
+
+GOOD_IDS = [
+    "sku-1",
+    "myntra-27152",
+    "10022",
+    "p1",
+    "shop:42.blue_XL",
+    "a@b+c",
+    "ürün-5",
+    "商品:1",
+    "हिन्दी",  # combining vowel signs
+    "x" * 128,
+]
+BAD_IDS = [
+    "",
+    "a/b",
+    "/etc/passwd",
+    "a\\b",
+    "a\nb",
+    "sku-1\n",
+    "\x1b[2J",
+    "a\x1b]0;pwned\x07",
+    "a\x00b",
+    "a\x9bb",
+    "abc\u202edcba",
+    "a\u200bb",
+    "has spaces",
+    " sku-1",
+    "sku-1 ",
+    "a\tb",
+    "a\u00a0b",
+    "x" * 129,
+    'a"b',
+    "a'b",
+    "a,b",
+    "a%2Fb",
+    "a..b/",
+]
+
+
+def _id_uses(product_id: str) -> list:
+    return [
+        lambda: parse_product_event(json.dumps({**UPSERT, "id": product_id})),
+        lambda: ProductDelete(id=product_id, version=1, updated_at="2026-01-01T00:00:00Z"),
+        lambda: SearchRequest(request_id="r", like_product_id=product_id),
+        lambda: UserEvent(
+            event_id="e1",
+            user_id="u1",
+            product_id=product_id,
+            type="click",
+            timestamp="2026-01-01T00:00:00Z",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("product_id", GOOD_IDS)
+def test_product_ids_accepted_everywhere(product_id: str) -> None:
+    for use in _id_uses(product_id):
+        use()
+    assert parse_product_event(json.dumps({**UPSERT, "id": product_id})).id == product_id
+
+
+@pytest.mark.parametrize("product_id", BAD_IDS)
+def test_product_ids_refused_everywhere(product_id: str) -> None:
+    for use in _id_uses(product_id):
+        with pytest.raises(ValidationError):
+            use()
+
+
+def test_exported_id_pattern_means_what_the_model_does() -> None:
+    """Read the published pattern with a second engine that has Unicode classes, as
+    ECMAScript, Java and Go do; it must accept exactly the ids the model accepts."""
+    regex = pytest.importorskip("regex")
+    for name in ("product-event", "user-event", "search-request"):
+        text = (SCHEMA_DIR / f"{name}.schema.json").read_text()
+        assert json.dumps(PRODUCT_ID_PATTERN) in text, name
+    assert "/" not in PRODUCT_ID_PATTERN
+    for product_id in GOOD_IDS:
+        assert regex.fullmatch(PRODUCT_ID_PATTERN, product_id), repr(product_id)
+    for product_id in BAD_IDS:
+        if len(product_id) <= 128:
+            assert not regex.fullmatch(PRODUCT_ID_PATTERN, product_id), repr(product_id)
+
+
+def test_like_product_id_may_be_absent() -> None:
+    assert SearchRequest(request_id="r", text="red").like_product_id is None
