@@ -12,6 +12,7 @@ from shopvec.benchmarks.cli import add_bench_commands
 from shopvec.evaluation_cli import add_commands as add_evaluation_commands
 from shopvec.settings import Settings
 from shopvec.stack import WORKERS
+from shopvec.text import printable
 
 __all__ = ["main"]
 
@@ -52,7 +53,7 @@ def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     from shopvec.kafka.admin import ensure_topics
 
     created = ensure_topics(settings)
-    print("created: " + (", ".join(created) if created else "all topics existed"))
+    print("created: " + (printable(", ".join(created)) if created else "all topics existed"))
     return 0
 
 
@@ -60,13 +61,13 @@ def _cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     from shopvec.publish import publish_lines
 
     sent = publish_lines(settings, args.file, topic=settings.topics.products)
-    print(f"published {sent} events to {settings.topics.products}")
+    print(f"published {sent} events to {printable(settings.topics.products)}")
     return 0
 
 
 def _cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     from shopvec.client import SearchClient
-    from shopvec.present import print_reply, write_html
+    from shopvec.present import format_json, print_reply, write_html
 
     filters = {
         k: v
@@ -104,7 +105,7 @@ def _cmd_search(settings: Settings, args: argparse.Namespace) -> int:
         if part
     )
     if args.json:
-        print(reply.model_dump_json(indent=2))
+        print(format_json(reply))
     else:
         print_reply(reply, query=label)
     if args.html:
@@ -116,7 +117,7 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from shopvec.publish import backfill
 
     sent = backfill(settings, args.path)
-    print(f"published {sent} events to {settings.topics.products}")
+    print(f"published {sent} events to {printable(settings.topics.products)}")
     return 0
 
 
@@ -125,7 +126,7 @@ def _cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
 
     summary = reindex(settings, switch_alias=not args.no_switch)
     for key, value in summary.items():
-        print(f"{key:14} {value}")
+        print(f"{key:14} {printable(value)}")
     return 0
 
 
@@ -250,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.verbose:
             raise
-        print(f"shopvec {args.command}: {exc}", file=sys.stderr)
+        # Errors quote what they refused: a product, a reply, a file's line.
+        print(f"shopvec {args.command}: {printable(exc, keep_newlines=True)}", file=sys.stderr)
         return 1
 
 
