@@ -26,7 +26,8 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     workers = [] if args.no_workers else args.workers
     stack.up(workers)
     for proc in stack.processes():
-        print(f"{proc.name:8} pid {proc.pid:<8} log {proc.log_path}")
+        ops = f"  ops http://127.0.0.1:{proc.port}/" if proc.name in WORKERS else ""
+        print(f"{proc.name:10} pid {proc.pid:<8} log {proc.log_path}{ops}")
     return 0
 
 
@@ -39,13 +40,38 @@ def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from shopvec.stack import EmbeddedStack
+    import time
 
-    procs = EmbeddedStack(settings).processes()
+    from shopvec.stack import EmbeddedStack
+    from shopvec.supervise import sanitize
+
+    stack = EmbeddedStack(settings)
+    procs = stack.processes()
     if not procs:
         print("the embedded stack is not running")
+        return 0
+    children = {c.name: c for c in stack.supervised()}
+    supervisor = stack.supervisor()
     for proc in procs:
-        print(f"{proc.name:8} pid {proc.pid:<8} {'running' if proc.alive() else 'gone'}")
+        line = f"{proc.name:10} pid {proc.pid:<8} {'running' if proc.alive() else 'gone':8}"
+        child = children.get(proc.name)
+        if child is not None:
+            if child.state == "waiting" and child.next_start_at is not None:
+                line += f" (starting again in {max(0, child.next_start_at - time.time()):.0f}s)"
+            line += f" restarts {child.restarts}"
+        if proc.name in WORKERS:
+            line += f"  http://127.0.0.1:{proc.port}/"
+        print(line.rstrip())
+        parts = []
+        if child is not None and child.last_exit:
+            parts.append(f"last exit: {child.last_exit}")
+        if child is not None and child.last_error:
+            # Log text can hold escape sequences, which a terminal would obey.
+            parts.append(f"last error: {sanitize(child.last_error)}")
+        if parts:
+            print(f"{'':10} " + "; ".join(parts))
+    if children and (supervisor is None or not supervisor.alive()):
+        print("the supervisor is not running: nothing is started again; `shopvec up` restarts it")
     return 0
 
 

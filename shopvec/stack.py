@@ -1,14 +1,17 @@
 """The embedded stack: a Tansu broker, a Milvus Lite server and the workers, as local processes.
 
-Everything listens on loopback only. `up` records each process it started (pid and kernel start
-time) in <home>/stack.json; `down` stops exactly those, by process group, and never a process
-that merely reused a recorded pid. A broker or Milvus configured in settings is used as it is
-and nothing is started in its place.
+Everything listens on loopback only. `up` starts the broker and a supervisor (shopvec.supervise)
+itself, and records them (pid and kernel start time) in <home>/stack.json; Milvus and the workers
+it hands to the supervisor, which starts them again whenever they exit and reports them in
+<home>/supervisor.json. `down` stops the workers, then Milvus, the supervisor and the broker, by
+process group, and never a process that merely reused a recorded pid. A broker or Milvus
+configured in settings is used as it is and nothing is started in its place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -18,12 +21,22 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shopvec.kafka.admin import ensure_topics
 from shopvec.settings import OpsSettings, Settings
+from shopvec.supervise import (
+    SPEC_FILE,
+    STATE_FILE,
+    ChildSpec,
+    ChildStatus,
+    read_spec,
+    read_state,
+    start_ticks,
+    write_spec,
+)
 
 __all__ = [
     "EmbeddedStack",
@@ -59,16 +72,7 @@ class ManagedProcess:
         return _start_ticks(self.pid) == self.start_ticks
 
 
-def _start_ticks(pid: int) -> int | None:
-    """The kernel's start time of a pid: a pid reused by another process has another one."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":  # a zombie has exited; only its parent's wait is missing
-        return None
-    return int(fields[19])
+_start_ticks = start_ticks
 
 
 def tansu_binary() -> Path:
@@ -113,6 +117,19 @@ class EmbeddedStack:
     # -- state ------------------------------------------------------------------------------
 
     def processes(self) -> list[ManagedProcess]:
+        """Everything this stack started: the broker and the supervisor, then what the
+        supervisor runs, as it last reported them (`alive` tells which still run)."""
+        return self._own() + [self._as_process(c) for c in self.supervised() if c.pid is not None]
+
+    def supervised(self) -> list[ChildStatus]:
+        """Milvus and the workers as the supervisor last reported them: restarts, last exit,
+        last error."""
+        return read_state(self.home)[1]
+
+    def supervisor(self) -> ManagedProcess | None:
+        return next((p for p in self._own() if p.name == "supervisor"), None)
+
+    def _own(self) -> list[ManagedProcess]:
         if not self.state_file.exists():
             return []
         return [ManagedProcess(**p) for p in json.loads(self.state_file.read_text())]
@@ -123,38 +140,72 @@ class EmbeddedStack:
         tmp.write_text(json.dumps([asdict(p) for p in procs], indent=2))
         tmp.replace(self.state_file)
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One `up`, `stop` or `down` at a time changes what the supervisor is to run."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "stack.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _add_to_spec(self, make: Callable[[set[str]], list[ChildSpec]]) -> None:
+        with self._locked():
+            specs, stop_timeout_s = read_spec(self.home)
+            added = make({c.name for c in specs})
+            if added:
+                write_spec(self.home, specs + added, stop_timeout_s)
+
     # -- up ---------------------------------------------------------------------------------
 
     def up(self, workers: Sequence[str] = WORKERS, *, ready_timeout_s: float = 180.0) -> None:
-        procs = [p for p in self.processes() if p.alive()]
-        running = {p.name for p in procs}
+        """Starts what is missing of the broker, Milvus and `workers`, and waits until each
+        answers; the supervisor keeps Milvus and the workers running until `down`."""
         s = self.settings
-        try:
-            if s.kafka_embedded and "kafka" not in running:
-                procs.append(self._start_kafka())
-                self._save(procs)
-            if s.milvus_embedded and "milvus" not in running:
-                procs.append(self._start_milvus())
-                self._save(procs)
-            self._wait_port("Kafka", s.kafka_bootstrap())
-            ensure_topics(s)
-            self._wait_milvus()
-            for name in workers:
-                if name not in running:
-                    procs.append(self._start_worker(name))
+        with self._locked():
+            procs = [p for p in self._own() if p.alive()]
+            running = {p.name for p in procs}
+            try:
+                if s.kafka_embedded and "kafka" not in running:
+                    procs.append(self._start_kafka())
                     self._save(procs)
-            for proc in procs:
-                if proc.name in workers:
-                    self._wait_ready(proc, ready_timeout_s)
-        finally:
-            self._save(procs)
+                specs, _ = read_spec(self.home)
+                needed = bool(specs or workers or s.milvus_embedded)
+                if needed and "supervisor" not in running:
+                    self._stop_orphans()
+                    procs.append(self._spawn("supervisor", self._supervisor_cmd()))
+                    self._save(procs)
+            finally:
+                self._save(procs)
+        if s.milvus_embedded:
+            self._add_to_spec(lambda have: [] if "milvus" in have else [self._milvus_spec()])
+        self._wait_port("Kafka", s.kafka_bootstrap())
+        ensure_topics(s)
+        if s.milvus_embedded:
+            self._wait_supervised("milvus", lambda c: True, 60.0)
+        self._wait_milvus()
+        self._add_to_spec(lambda have: [self._worker_spec(n) for n in workers if n not in have])
+        for name in workers:
+            self._wait_supervised(name, self._ready, ready_timeout_s)
+
+    def _supervisor_cmd(self) -> list[str]:
+        return [self.python, "-m", "shopvec.supervise", "--home", str(self.home)]
+
+    def _stop_orphans(self) -> None:
+        """Stops what a supervisor that died left running: the new one starts them afresh."""
+        children = [c for c in self.supervised() if c.alive()]
+        for child in sorted(children, key=lambda c: c.name == "milvus"):
+            self._stop(self._as_process(child), 20.0)
+        (self.home / STATE_FILE).unlink(missing_ok=True)
+
+    def _log_path(self, name: str) -> Path:
+        logs = self.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return logs / f"{name}.log"
 
     def _spawn(
         self, name: str, cmd: list[str], env: dict[str, str] | None = None, port: int | None = None
     ) -> ManagedProcess:
-        logs = self.home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{name}.log"
+        log_path = self._log_path(name)
         with open(log_path, "ab") as out:
             child = subprocess.Popen(
                 cmd,
@@ -194,7 +245,7 @@ class EmbeddedStack:
         ]
         return self._spawn("kafka", cmd, port=port)
 
-    def _start_milvus(self) -> ManagedProcess:
+    def _milvus_spec(self) -> ChildSpec:
         port = self.settings.stack.milvus_port
         if _port_open(port):
             raise StackError(
@@ -214,9 +265,11 @@ class EmbeddedStack:
             "--port",
             str(port),
         ]
-        return self._spawn("milvus", cmd, port=port)
+        # Stopped after the workers, which write to it while they drain.
+        log_path = str(self._log_path("milvus"))
+        return ChildSpec("milvus", cmd, log_path, cwd=os.getcwd(), port=port, stop_order=1)
 
-    def _start_worker(self, name: str) -> ManagedProcess:
+    def _worker_spec(self, name: str) -> ChildSpec:
         # The worker gets this stack's settings, not whatever the environment says: they may
         # have been changed in code (other topics, another collection).
         port = free_port()
@@ -226,8 +279,14 @@ class EmbeddedStack:
                 "stack": self.settings.stack.model_copy(update={"home": self.home}),
             }
         )
-        env = worker_environment(settings)
-        return self._spawn(name, [self.python, "-m", f"workers.{name}"], env=env, port=port)
+        return ChildSpec(
+            name,
+            [self.python, "-m", f"workers.{name}"],
+            str(self._log_path(name)),
+            env=worker_environment(settings),
+            cwd=os.getcwd(),
+            port=port,
+        )
 
     # -- readiness --------------------------------------------------------------------------
 
@@ -256,47 +315,97 @@ class EmbeddedStack:
                     ) from exc
                 time.sleep(0.5)
 
-    def _wait_ready(self, proc: ManagedProcess, timeout_s: float) -> None:
+    def _ready(self, child: ChildStatus) -> bool:
+        try:
+            url = f"http://127.0.0.1:{child.port}/readyz"
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def _wait_supervised(
+        self, name: str, ready: Callable[[ChildStatus], bool], timeout_s: float
+    ) -> None:
+        """Waits until the supervisor runs `name` and `ready` says it answers; a child that
+        exits meanwhile fails the wait at once (the supervisor goes on starting it again)."""
         deadline = time.monotonic() + timeout_s
-        url = f"http://127.0.0.1:{proc.port}/readyz"
+        exits: int | None = None
         while time.monotonic() < deadline:
-            if not proc.alive():
-                raise StackError(f"{proc.name} exited; see {proc.log_path}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
+            supervisor = self.supervisor()
+            if supervisor is None or not supervisor.alive():
+                where = f"; see {supervisor.log_path}" if supervisor else ""
+                raise StackError(f"the supervisor is not running{where}")
+            child = next((c for c in self.supervised() if c.name == name), None)
+            if child is not None:
+                exits = child.exits if exits is None else exits
+                if child.exits > exits:
+                    raise StackError(
+                        f"{name} exited ({child.last_exit}) before it was ready:"
+                        f" {child.last_error or 'its log names no error'}; see {child.log_path}."
+                        " The supervisor keeps starting it again until `shopvec down`"
+                    )
+                if child.state == "running" and child.alive() and ready(child):
+                    return
             time.sleep(0.5)
-        raise StackError(f"{proc.name} not ready after {timeout_s:.0f}s; see {proc.log_path}")
+        raise StackError(f"{name} not ready after {timeout_s:.0f}s; see {self._log_path(name)}")
 
     # -- down -------------------------------------------------------------------------------
 
     def stop(self, names: Sequence[str], timeout_s: float = 20.0) -> list[str]:
-        """Stops the named processes this stack started (a worker drains and commits first)."""
-        stopped, kept = [], []
-        for proc in self.processes():
+        """Stops the named processes this stack started (a worker drains and commits first);
+        the supervisor no longer starts them again."""
+        stopped = [p.name for p in self.processes() if p.name in names and p.alive()]
+        with self._locked():
+            specs, _ = read_spec(self.home)
+            if any(c.name in names for c in specs):
+                write_spec(self.home, [c for c in specs if c.name not in names], timeout_s)
+        self._release(names, timeout_s)
+        kept = []
+        for proc in self._own():
             if proc.name not in names:
                 kept.append(proc)
             elif proc.alive():
                 self._stop(proc, timeout_s)
-                stopped.append(proc.name)
         self._save(kept)
         return stopped
 
     def down(self, timeout_s: float = 20.0) -> list[str]:
-        """Stops workers first (they drain and commit), then Milvus, then the broker."""
-        procs = self.processes()
-        order = {"kafka": 2, "milvus": 1}
-        stopped = []
-        for proc in sorted(procs, key=lambda p: order.get(p.name, 0)):
+        """Stops workers first (they drain and commit), then Milvus, the supervisor, the
+        broker."""
+        order = {"milvus": 1, "supervisor": 2, "kafka": 3}
+        procs = sorted(self.processes(), key=lambda p: order.get(p.name, 0))
+        stopped = [p.name for p in procs if p.alive()]
+        with self._locked():
+            if (self.home / SPEC_FILE).exists():
+                write_spec(self.home, [], timeout_s)
+        self._release([c.name for c in self.supervised()], timeout_s)
+        for proc in sorted(self._own(), key=lambda p: order.get(p.name, 0)):
             if proc.alive():
                 self._stop(proc, timeout_s)
-                stopped.append(proc.name)
-        if self.state_file.exists():
-            self.state_file.unlink()
+        for path in (self.state_file, self.home / SPEC_FILE, self.home / STATE_FILE):
+            path.unlink(missing_ok=True)
         return stopped
+
+    def _release(self, names: Sequence[str], timeout_s: float) -> None:
+        """Waits until the supervisor has stopped the named children; stops them here if it
+        cannot (gone, or stuck past the time it may take)."""
+        # Two tiers in turn (workers, then Milvus), each up to the timeout, then the reaping.
+        deadline = time.monotonic() + 2 * timeout_s + 10
+        while time.monotonic() < deadline:
+            supervisor = self.supervisor()
+            if supervisor is None or not supervisor.alive():
+                break
+            if not any(c.name in names for c in self.supervised()):
+                return
+            time.sleep(0.1)
+        left = [c for c in self.supervised() if c.name in names and c.alive()]
+        for child in sorted(left, key=lambda c: c.name == "milvus"):
+            self._stop(self._as_process(child), timeout_s)
+
+    @staticmethod
+    def _as_process(child: ChildStatus) -> ManagedProcess:
+        pid, ticks = child.pid or -1, child.start_ticks or -1
+        return ManagedProcess(child.name, pid, ticks, child.cmd, child.log_path, child.port)
 
     def _stop(self, proc: ManagedProcess, timeout_s: float) -> None:
         try:
@@ -308,7 +417,6 @@ class EmbeddedStack:
             time.sleep(0.1)
         if proc.alive():
             log.warning("%s did not stop in %.0fs; killing", proc.name, timeout_s)
-            os.killpg(proc.pid, signal.SIGKILL)
         # Whatever else the process group still holds goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)

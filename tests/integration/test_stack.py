@@ -55,7 +55,14 @@ def test_up_serves_searches_and_down_leaves_nothing_running(tmp_path: Path, wait
         }
     )
     procs = EmbeddedStack(settings).processes()
-    assert {p.name for p in procs} == {"kafka", "milvus", "indexer", "query", "behaviour"}
+    assert {p.name for p in procs} == {
+        "kafka",
+        "supervisor",
+        "milvus",
+        "indexer",
+        "query",
+        "behaviour",
+    }
     try:
         products = myntra_products(DEMO_CATALOG)
         batch = [next(products) for _ in range(5)]
@@ -78,7 +85,8 @@ def test_up_serves_searches_and_down_leaves_nothing_running(tmp_path: Path, wait
 
 def test_a_worker_follows_settings_changed_in_code_and_stops_alone(settings: Settings) -> None:
     """Topics, collection and group set in code (not in the environment) reach the worker
-    process; stopping it leaves the broker and Milvus running."""
+    process; stopping it leaves the broker, the supervisor and Milvus running, and the
+    supervisor does not start it again."""
     stack = EmbeddedStack(settings)
     stack.up(workers=["query"])
     try:
@@ -89,5 +97,5 @@ def test_a_worker_follows_settings_changed_in_code_and_stops_alone(settings: Set
     finally:
         assert stack.stop(["query"]) == ["query"]
     assert not worker.alive()
-    assert {p.name for p in stack.processes()} == {"kafka", "milvus"}
+    assert {p.name for p in stack.processes()} == {"kafka", "supervisor", "milvus"}
     assert all(p.alive() for p in stack.processes())
