@@ -342,7 +342,10 @@ def attach_product_store(settings: Settings, wait_s: float = 600.0) -> MilvusPro
                 raise
             log.info("waiting for the products collection %s: %s", m.collection, exc)
             time.sleep(2.0)
-    return MilvusProductStore(client, spec, timeout_s=m.timeout_s, search_ef=m.search_ef)
+    store = MilvusProductStore(client, spec, timeout_s=m.timeout_s, search_ef=m.search_ef)
+    # Loaded now, as the indexer's own store is, rather than on the first "released" answer.
+    store.loader.ensure()
+    return store
 
 
 def build_behaviour_service(

@@ -1,0 +1,182 @@
+"""No message and no client can stop a worker or make it write where it must not: against the
+real broker and Milvus Lite, with the real encoder."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from schemas.wire import HEADER_CORRELATION_ID, HEADER_REPLY_TOPIC
+from shopvec.client import SearchClient
+from shopvec.kafka.config import admin_config, common_config
+from shopvec.publish import EventPublisher
+from shopvec.runtime import build_indexer_service, build_query_worker
+from tests.integration.conftest import running
+from tests.integration.test_end_to_end import read_dead_letters, sample
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+MB = 1024 * 1024
+
+
+def _large_client(settings):
+    """Settings whose clients send and take messages up to 10 MB, as a careless catalogue
+    system's would."""
+    return settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={"extra": {"message.max.bytes": str(10 * MB)}}
+            )
+        }
+    )
+
+
+def _oversize_event(size: int) -> bytes:
+    body = {
+        "kind": "upsert",
+        "id": f"big-{size}",
+        "version": 1,
+        "updated_at": "2026-01-01T00:00:00Z",
+        "title": "runaway",
+        "attributes": {"blob": "x" * size},
+    }
+    return json.dumps(body).encode()
+
+
+def test_oversize_and_hostile_events_never_stop_the_indexer(settings, encoder, wait_for) -> None:
+    settings = _large_client(settings)
+    before, after = sample(4)[:2], sample(4)[2:]
+    indexer, metrics = build_indexer_service(settings, encoder)
+    publisher = EventPublisher(settings)
+    long_description = json.dumps(
+        {
+            "kind": "upsert",
+            "id": "long-description",
+            "version": 1,
+            "updated_at": "2026-01-01T00:00:00Z",
+            "description": "d" * int(0.9 * MB),
+        }
+    ).encode()
+    with running(indexer.run, indexer.ready):
+        publisher.send_all(before, progress=False)
+        publisher.send_raw(b"big", _oversize_event(5 * MB))  # refused at the door
+        publisher.send_raw(b"long", long_description)  # 0.9 MB, fails the contract
+        publisher.send_raw(b"junk", b"\x00\xff" * 1000)
+        publisher.send_raw(b"nested", b"[" * 100_000)
+        publisher.send_raw(
+            b"slash",
+            json.dumps({**json.loads(_oversize_event(10)), "id": "../etc/passwd"}).encode(),
+        )
+        publisher.send_raw(None, None)  # a tombstone without a key
+        publisher.send_all(after, progress=False)
+        dead = read_dead_letters(settings, 6, timeout_s=60)
+        wait_for(lambda: metrics.written._value.get() >= 4, 60, "the good products around them")
+        assert indexer.ready.is_set() and indexer.health.ready()
+    by_key = {d.key_base64: d for d in dead}
+    assert len(dead) == 6, [d.error_kind for d in dead]
+    assert all(len(d.to_bytes()) <= settings.kafka.dead_letter_max_bytes for d in dead)
+    oversize = next(d for d in dead if d.error_kind == "oversize")
+    assert oversize.value_size is not None and oversize.value_size > 5 * MB
+    assert oversize.value_truncated and oversize.value_sha256
+    long = by_key[DeadLetterKey.of(b"long")]
+    assert long.error_kind == "schema_violation" and long.value_truncated
+    assert long.value_size == len(long_description)
+
+
+class DeadLetterKey:
+    @staticmethod
+    def of(key: bytes) -> str:
+        import base64
+
+        return base64.b64encode(key).decode()
+
+
+def test_a_dead_letter_the_broker_will_not_take_is_sent_without_the_original(
+    settings, encoder
+) -> None:
+    # The workers' producers take at most 200 kB here, less than a dead letter may be.
+    settings = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={
+                    "extra": {"message.max.bytes": "200000"},
+                    "dead_letter_max_bytes": 512 * 1024,
+                }
+            )
+        }
+    )
+    indexer, _ = build_indexer_service(settings, encoder)
+    bad = b"{" + b"q" * 400_000
+    publisher = EventPublisher(
+        settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"extra": {}})})
+    )
+    with running(indexer.run, indexer.ready):
+        publisher.send_raw(b"bad", bad)
+        publisher.send_all(sample(1), progress=False)
+        (dead,) = read_dead_letters(settings, 1, timeout_s=60)
+    assert dead.error_kind == "not_json" and dead.value_base64 is None
+    assert dead.value_truncated and dead.value_size == len(bad)
+
+
+def _topic_end(settings, topic: str) -> int:
+    conf = common_config(settings)
+    conf.update({"group.id": f"probe-{uuid.uuid4().hex}"})
+    consumer = Consumer(conf)
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        total = 0
+        for p in meta.topics[topic].partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += high
+        return total
+    finally:
+        consumer.close()
+
+
+def test_a_client_cannot_make_the_query_worker_write_into_other_topics(settings, encoder) -> None:
+    query, _ = build_query_worker(settings, encoder)
+    admin = AdminClient(admin_config(settings))
+    missing = f"nobody-made-this-{uuid.uuid4().hex[:8]}"
+    missing_reply = f"{settings.topics.search_replies}.{uuid.uuid4().hex[:8]}"
+    targets = [settings.topics.products, settings.topics.dead_letters, missing, missing_reply]
+    topics_before = set(admin.list_topics(timeout=10).topics)
+    ends_before = {t: _topic_end(settings, t) for t in targets[:2]}
+    producer = Producer(common_config(settings))
+    with running(query.run, query.ready):
+        for i, target in enumerate(targets):
+            body = {"request_id": f"evil-{i}", "text": "shirt", "reply_topic": target}
+            producer.produce(settings.topics.search_requests, value=json.dumps(body).encode())
+        # The same through the header alone.
+        producer.produce(
+            settings.topics.search_requests,
+            value=json.dumps({"request_id": "evil-header", "text": "shirt"}).encode(),
+            headers=[(HEADER_REPLY_TOPIC, settings.topics.products.encode())],
+        )
+        producer.flush(10)
+        dead = read_dead_letters(settings, len(targets) + 1, timeout_s=60)
+        # A client that plays by the rules is still answered, under its correlation id.
+        with SearchClient(settings) as client:
+            future = client.expect("by-header")
+            producer.produce(
+                settings.topics.search_requests,
+                value=json.dumps({"text": "shirt", "reply_topic": client.reply_topic}).encode(),
+                headers=[(HEADER_CORRELATION_ID, b"by-header")],
+            )
+            producer.flush(10)
+            reply = future.result(30)
+        assert query.health.ready()
+    assert reply.request_id == "by-header" and reply.error is None
+    assert sorted(d.error_kind for d in dead) == ["forbidden_reply_topic"] * (len(targets) + 1)
+    time.sleep(1)
+    topics_after = set(admin.list_topics(timeout=10).topics)
+    assert missing not in topics_after and missing_reply not in topics_after
+    assert topics_after - topics_before <= {client.reply_topic}
+    # Only the dead letters reached the dead-letter topic; nothing reached the catalogue.
+    assert _topic_end(settings, settings.topics.products) == ends_before[settings.topics.products]
