@@ -43,7 +43,6 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
     from shopvec.stack import EmbeddedStack
-    from shopvec.supervise import sanitize
 
     stack = EmbeddedStack(settings)
     procs = stack.processes()
@@ -67,7 +66,7 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             parts.append(f"last exit: {child.last_exit}")
         if child is not None and child.last_error:
             # Log text can hold escape sequences, which a terminal would obey.
-            parts.append(f"last error: {sanitize(child.last_error)}")
+            parts.append(f"last error: {printable(child.last_error)}")
         if parts:
             print(f"{'':10} " + "; ".join(parts))
     if children and (supervisor is None or not supervisor.alive()):

@@ -10,7 +10,7 @@ the supervisor stops all its children the same way, then exits.
 
 The Tansu broker is not supervised: it keeps its topics in memory, so a restarted one would be
 an empty one. This module also owns the process primitives the stack shares (start ticks, the
-log's last error, what is safe to print from a log).
+log's last error).
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ import subprocess
 import sys
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from shopvec.text import printable
 
 __all__ = [
     "SPEC_FILE",
@@ -45,7 +46,6 @@ __all__ = [
     "main",
     "read_spec",
     "read_state",
-    "sanitize",
     "start_ticks",
     "write_json",
     "write_spec",
@@ -92,18 +92,7 @@ def _has_exited(popen: subprocess.Popen[bytes]) -> bool:
         return True
 
 
-# -- what is safe to print from a log ------------------------------------------------------------
-
-# CSI (colours, cursor moves), OSC (window titles, hyperlinks) and the other two-byte escapes.
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")
-
-
-def sanitize(text: str) -> str:
-    """`text` without escape sequences or control characters: a log line can hold anything,
-    and a terminal obeys what it is sent."""
-    text = _ESCAPES.sub("", text).replace("\t", " ")
-    return "".join(c for c in text if unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp"))
-
+# -- what a log says went wrong ---------------------------------------------------------------
 
 _ERROR_WORDS = re.compile(r"\b(error|exception|fatal|panic|critical)\b", re.IGNORECASE)
 _TRACEBACK = "Traceback (most recent call last):"
@@ -131,8 +120,9 @@ def last_error(text: str, *, exit_code: int | None = None) -> str | None:
     last traceback, or its last line that reports an error, whichever came later. With neither,
     the last line of a process that exited non-zero (a usage error, say); None when it exited
     cleanly or by a signal and said nothing about an error."""
-    # Cleaned first: a colour code before ERROR would hide the word from the pattern.
-    lines = [sanitize(line).rstrip() for line in text.split("\n")]
+    # Made printable first (a log line can hold anything, and a terminal obeys what it is sent);
+    # a colour code before ERROR would also hide the word from the pattern.
+    lines = [printable(line).rstrip() for line in text.split("\n")]
     found: str | None = None
     for i, line in enumerate(lines):
         if line.startswith(_TRACEBACK):
