@@ -5,9 +5,6 @@ load them again by themselves, so what was indexed is still found and new produc
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +14,8 @@ import pytest
 from shopvec.catalog import DEMO_CATALOG, myntra_products
 from shopvec.client import SearchClient
 from shopvec.publish import EventPublisher
-from shopvec.settings import Settings
-from shopvec.stack import EmbeddedStack, free_port
+from shopvec.stack import EmbeddedStack
+from tests.integration.cli_stack import CliStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,29 +37,8 @@ def _distinct_titles(n: int) -> Iterator[Any]:
 def test_products_stay_searchable_across_restarts(
     tmp_path: Path, wait_for: Callable[..., Any]
 ) -> None:
-    home, kafka_port, milvus_port = tmp_path / "stack", free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPVEC_")}
-    env.update(
-        {
-            "SHOPVEC_STACK__HOME": str(home),
-            "SHOPVEC_STACK__KAFKA_PORT": str(kafka_port),
-            "SHOPVEC_STACK__MILVUS_PORT": str(milvus_port),
-            "SHOPVEC_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        }
-    )
-    settings = Settings.model_validate(
-        {"stack": {"home": home, "kafka_port": kafka_port, "milvus_port": milvus_port}}
-    )
-
-    def cli(*args: str) -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", "shopvec.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, f"shopvec {' '.join(args)}: {done.stderr[-3000:]}"
+    shell = CliStack.at(tmp_path / "stack")
+    cli, settings = shell.run, shell.settings
 
     def up() -> None:
         cli("up", "--workers", *WORKERS)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,47 +10,16 @@ from shopvec.catalog import DEMO_CATALOG, myntra_products
 from shopvec.client import SearchClient
 from shopvec.publish import EventPublisher
 from shopvec.settings import Settings
-from shopvec.stack import EmbeddedStack, free_port
+from shopvec.stack import EmbeddedStack
+from tests.integration.cli_stack import CliStack, group_members
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
-
-
 def test_up_serves_searches_and_down_leaves_nothing_running(tmp_path: Path, wait_for) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPVEC_")}
-    env.update(
-        {
-            "SHOPVEC_STACK__HOME": str(tmp_path / "stack"),
-            "SHOPVEC_STACK__KAFKA_PORT": str(free_port()),
-            "SHOPVEC_STACK__MILVUS_PORT": str(free_port()),
-            "SHOPVEC_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        }
-    )
-    cli = [sys.executable, "-m", "shopvec.cli"]
-    up = subprocess.run([*cli, "up"], env=env, capture_output=True, text=True, timeout=300)
-    assert up.returncode == 0, up.stderr
-    settings = Settings.model_validate(
-        {
-            "stack": {
-                "home": env["SHOPVEC_STACK__HOME"],
-                "kafka_port": env["SHOPVEC_STACK__KAFKA_PORT"],
-                "milvus_port": env["SHOPVEC_STACK__MILVUS_PORT"],
-            }
-        }
-    )
+    shell = CliStack.at(tmp_path / "stack")
+    shell.run("up")
+    settings = shell.settings
     procs = EmbeddedStack(settings).processes()
     assert {p.name for p in procs} == {
         "kafka",
@@ -75,11 +41,10 @@ def test_up_serves_searches_and_down_leaves_nothing_running(tmp_path: Path, wait
 
             wait_for(found, 60, "the product through the stack's own workers")
     finally:
-        down = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True, timeout=120)
-    assert down.returncode == 0, down.stderr
+        shell.run("down", timeout_s=120)
     for proc in procs:
         assert not proc.alive(), f"{proc.name} (pid {proc.pid}) still running"
-        assert _group_members(proc.pid) == [], f"{proc.name}'s process group still has members"
+        assert group_members(proc.pid) == [], f"{proc.name}'s process group still has members"
     assert EmbeddedStack(settings).processes() == []
 
 

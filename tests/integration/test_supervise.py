@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -13,27 +11,11 @@ from typing import Any
 
 import pytest
 
-from shopvec.settings import Settings
-from shopvec.stack import EmbeddedStack, free_port
+from shopvec.stack import EmbeddedStack
 from shopvec.supervise import ChildStatus
+from tests.integration.cli_stack import CliStack, group_members
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-CLI = [sys.executable, "-m", "shopvec.cli"]
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
 
 
 def _ready(port: int | None) -> bool:
@@ -47,26 +29,9 @@ def _ready(port: int | None) -> bool:
 def test_a_killed_worker_is_started_again_and_down_stops_everything(
     tmp_path: Path, wait_for: Callable[..., Any]
 ) -> None:
-    home, kafka_port, milvus_port = tmp_path / "stack", free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPVEC_")}
-    env.update(
-        {
-            "SHOPVEC_STACK__HOME": str(home),
-            "SHOPVEC_STACK__KAFKA_PORT": str(kafka_port),
-            "SHOPVEC_STACK__MILVUS_PORT": str(milvus_port),
-            # A killed consumer's partitions go to its successor once its session expires.
-            "SHOPVEC_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        }
-    )
-
-    def cli(*args: str) -> str:
-        done = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=240)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    settings = Settings.model_validate(
-        {"stack": {"home": home, "kafka_port": kafka_port, "milvus_port": milvus_port}}
-    )
+    home = tmp_path / "stack"
+    shell = CliStack.at(home)
+    cli, settings = shell.run, shell.settings
     stack = EmbeddedStack(settings)
 
     def query() -> ChildStatus:
@@ -105,5 +70,5 @@ def test_a_killed_worker_is_started_again_and_down_stops_everything(
     assert "query" in stopped and "supervisor" in stopped
     for proc in seen:
         assert not proc.alive(), f"{proc.name} (pid {proc.pid}) still running"
-        assert _group_members(proc.pid) == [], f"{proc.name}'s process group still has members"
+        assert group_members(proc.pid) == [], f"{proc.name}'s process group still has members"
     assert stack.processes() == [] and stack.supervised() == []
