@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 
     from shopvec.behaviour import BehaviourMetrics, Personaliser
     from shopvec.indexing import IndexOutcome
+    from shopvec.kafka.batch import Handler
     from shopvec.kafka.loop import Retrier
-    from shopvec.kafka.stream import Handler, StreamRuntime
+    from shopvec.kafka.stream import StreamRuntime
     from shopvec.metrics import IndexerMetrics, QueryMetrics
     from shopvec.search import SearchService
 
@@ -153,9 +154,10 @@ def _stream(
     from confluent_kafka import Consumer
 
     from shopvec.kafka import DeadLetterSink, consumer_config
+    from shopvec.kafka.batch import StreamMetrics
     from shopvec.kafka.health import Health
     from shopvec.kafka.loop import Retrier
-    from shopvec.kafka.stream import StreamMetrics, StreamRuntime
+    from shopvec.kafka.stream import StreamRuntime
 
     metrics = StreamMetrics(worker, registry)
     retry = Retrier(

@@ -18,8 +18,8 @@ from confluent_kafka import Consumer, Message
 from schemas.user_event import parse_user_event
 from shopvec.behaviour.engine import BehaviourEngine, Inbound
 from shopvec.behaviour.metrics import BehaviourMetrics
+from shopvec.kafka.batch import Batch
 from shopvec.kafka.loop import Retrier
-from shopvec.kafka.stream import Batch
 
 __all__ = ["BehaviourService"]
 

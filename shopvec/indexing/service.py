@@ -31,8 +31,8 @@ from confluent_kafka import Message
 from schemas.dead_letter import ErrorKind
 from schemas.product import parse_product_event
 from shopvec.indexing.pipeline import IndexOutcome, Prepared, ProductEventT, ProductIndexer
+from shopvec.kafka.batch import Batch, Reject
 from shopvec.kafka.loop import Retrier
-from shopvec.kafka.stream import Batch, Reject
 from shopvec.metrics import IndexerMetrics
 from shopvec.store.base import StoredState
 

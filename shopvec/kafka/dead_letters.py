@@ -98,10 +98,6 @@ class DeadLetterSink:
         self._refused: list[tuple[int, KafkaError]] = []
         self._next_id = 0
 
-    @property
-    def topic(self) -> str:
-        return self._topic
-
     def send(self, msg: Message, kind: ErrorKind, reason: str) -> DeadLetter:
         record = self.envelope(msg, kind, reason)
         key = msg.key()
@@ -213,10 +209,6 @@ class DeadLetterSink:
         )
         if self._on_skip is not None:
             self._on_skip(record, why)
-
-    @property
-    def outstanding(self) -> int:
-        return len(self._pending)
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Called before offsets are stored: a dead letter must be durable (or skipped for

@@ -37,7 +37,7 @@ from shopvec.kafka.dead_letters import (
 )
 from shopvec.kafka.loop import Retrier, next_batch, store_offsets
 
-__all__ = ["Batch", "Handler", "Reject", "StreamMetrics", "StreamRuntime"]
+__all__ = ["StreamRuntime"]
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,6 @@ class StreamRuntime(Generic[T]):
         """Safe from any thread: kept by the rebalance callbacks, since the consumer's own
         assignment() waits for the thread that is polling."""
         return sorted(self._assigned)
-
-    def in_flight(self) -> int:
-        return len(self._ledger)
 
     # -- the loop -----------------------------------------------------------------------------
 

@@ -41,8 +41,8 @@ from schemas.wire import (
     HEADER_REPLY_TOPIC,
     HEADER_SCHEMA_VERSION,
 )
+from shopvec.kafka.batch import Batch
 from shopvec.kafka.dead_letters import classify_validation_error, readable_validation_error
-from shopvec.kafka.stream import Batch
 from shopvec.kafka.topics import TopicGuard
 from shopvec.metrics import QueryMetrics
 from shopvec.search.service import SearchService

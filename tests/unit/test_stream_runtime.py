@@ -18,10 +18,11 @@ from prometheus_client import CollectorRegistry
 from schemas.dead_letter import DeadLetter
 from schemas.search import SearchReply, SearchRequest
 from schemas.wire import HEADER_CORRELATION_ID, HEADER_REPLY_TOPIC
+from shopvec.kafka.batch import Batch, StreamMetrics
 from shopvec.kafka.dead_letters import DeadLetterSink
 from shopvec.kafka.health import Health
 from shopvec.kafka.loop import Retrier
-from shopvec.kafka.stream import Batch, StreamMetrics, StreamRuntime
+from shopvec.kafka.stream import StreamRuntime
 from shopvec.kafka.topics import TopicGuard
 from shopvec.metrics import QueryMetrics
 from shopvec.search.service import SearchService
