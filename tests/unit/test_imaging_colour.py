@@ -1,0 +1,63 @@
+"""Colour words from generated photos: the product region's colour, never the background's."""
+
+from __future__ import annotations
+
+import torch
+
+from shopvec.imaging.colour import PALETTE, colour_names, colour_words
+
+
+def _photo(background: tuple[int, int, int], size: tuple[int, int] = (80, 60)) -> torch.Tensor:
+    h, w = size
+    return torch.tensor(background, dtype=torch.uint8).view(3, 1, 1).expand(3, h, w).clone()
+
+
+def _paint(image: torch.Tensor, colour: tuple[int, int, int], box: tuple[int, int, int, int]):
+    top, left, bottom, right = box
+    image[:, top:bottom, left:right] = torch.tensor(colour, dtype=torch.uint8).view(3, 1, 1)
+    return image
+
+
+def test_red_square_on_white_is_red_and_the_background_is_not_reported() -> None:
+    image = _paint(_photo((255, 255, 255)), (210, 25, 35), (20, 15, 60, 45))
+    names = [c.english for c in colour_names(image)]
+    assert names == ["red"]
+    assert colour_words([image]) == "red 红色"
+
+
+def test_a_light_grey_background_is_not_the_product() -> None:
+    image = _paint(_photo((235, 235, 235)), (30, 60, 200), (10, 10, 70, 50))
+    assert [c.english for c in colour_names(image)] == ["blue"]
+
+
+def test_two_coloured_product_names_both_largest_first() -> None:
+    image = _photo((255, 255, 255))
+    _paint(image, (15, 15, 15), (10, 10, 70, 30))  # black left half, the larger
+    _paint(image, (245, 210, 40), (10, 30, 50, 50))  # yellow right part
+    assert [c.english for c in colour_names(image)] == ["black", "yellow"]
+
+
+def test_white_product_filling_a_white_frame_is_white() -> None:
+    # Nothing stands out from the border: the middle of the photo is taken as the product.
+    assert [c.english for c in colour_names(_photo((250, 250, 250)))] == ["white"]
+
+
+def test_large_photo_is_reduced_and_named_alike() -> None:
+    image = _paint(_photo((255, 255, 255), (1200, 900)), (30, 130, 60), (300, 200, 900, 700))
+    assert [c.english for c in colour_names(image)] == ["green"]
+
+
+def test_words_of_several_photos_name_each_colour_once() -> None:
+    red = _paint(_photo((255, 255, 255)), (210, 25, 35), (20, 15, 60, 45))
+    assert colour_words([red, red.clone()]) == "red 红色"
+    assert colour_words([]) == ""
+
+
+def test_palette_names_are_unique_in_both_languages() -> None:
+    assert len({c.english for c in PALETTE}) == len(PALETTE)
+    assert len({c.chinese for c in PALETTE}) == len(PALETTE)
+
+
+def test_empty_or_odd_tensors_give_no_words() -> None:
+    assert colour_names(torch.zeros((3, 0, 0), dtype=torch.uint8)) == []
+    assert colour_names(torch.zeros((1, 8, 8), dtype=torch.uint8)) == []
