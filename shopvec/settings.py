@@ -25,6 +25,7 @@ from schemas.wire import (
 __all__ = [
     "BehaviourSettings",
     "EncoderSettings",
+    "HttpSettings",
     "ImageFetchSettings",
     "IndexerSettings",
     "KafkaSettings",
@@ -270,6 +271,22 @@ class OpsSettings(BaseModel):
     )
 
 
+class HttpSettings(BaseModel):
+    """The HTTP API and search page (`shopvec serve`): searches forwarded to the query workers
+    over Kafka, products read from Milvus."""
+
+    host: str = Field(default="127.0.0.1", description="loopback unless set otherwise")
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_body_bytes: int = Field(
+        default=9 * 1024 * 1024,
+        ge=1024,
+        description="larger request bodies are refused with 413 before they are read whole",
+    )
+    timeout_s: float = Field(
+        default=10.0, gt=0, description="how long a search waits for its reply before a 504"
+    )
+
+
 class StackSettings(BaseModel):
     home: Path = Field(default=Path(".shopvec"), description="pids, logs and Milvus data")
     kafka_port: int = 19092
@@ -291,6 +308,7 @@ class Settings(BaseSettings):
     behaviour: BehaviourSettings = Field(default_factory=BehaviourSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     log_level: str = "INFO"
     blas_threads: int = Field(
         default=1,

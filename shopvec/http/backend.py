@@ -1,0 +1,166 @@
+"""Where the API's answers come from: the Backend protocol and its real implementation, the
+query workers over Kafka request/reply and the products collection in Milvus.
+
+The service owns one reply topic, shopvec.search.replies.<uuid> (inside the reply-topic
+pattern the query workers allow), created when it starts and deleted when it stops, as the
+Python client does: workers never create topics. Every search in flight waits on that one
+topic, matched to its request by the correlation id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any, Protocol
+
+from schemas.search import SearchReply, SearchRequest
+from schemas.user_event import UserEvent
+from schemas.wire import HEADER_CONTENT_TYPE, HEADER_SCHEMA_VERSION
+from shopvec.http.contract import ProductView
+from shopvec.settings import Settings
+
+__all__ = ["Backend", "BackendUnavailable", "KafkaBackend", "product_view"]
+
+log = logging.getLogger(__name__)
+
+_PRODUCT_FIELDS = ["id", "version", "title", "brand", "price", "in_stock", "doc", "deleted"]
+
+
+class BackendUnavailable(RuntimeError):
+    """Kafka or Milvus did not answer: the client may try again (503)."""
+
+
+class Backend(Protocol):
+    async def search(self, request: SearchRequest, timeout_s: float) -> SearchReply:
+        """The reply to `request`; raises TimeoutError when none came in time."""
+        ...
+
+    async def product(self, product_id: str) -> ProductView | None: ...
+
+    async def record(self, event: UserEvent) -> None:
+        """Publishes a user event (personalisation learns from it)."""
+        ...
+
+    def ready(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def product_view(row: dict[str, Any]) -> ProductView:
+    doc: dict[str, Any] = row.get("doc") or {}
+    price = row.get("price")
+    return ProductView(
+        product_id=row["id"],
+        title=row.get("title") or "",
+        brand=row.get("brand") or None,
+        category_path=list(doc.get("category_path") or row.get("category") or []),
+        price=price if price is not None and price >= 0 else None,
+        currency=doc.get("currency"),
+        in_stock=row.get("in_stock"),
+        image_url=doc.get("image_url"),
+        thumbnail=doc.get("thumbnail"),
+        version=row.get("version"),
+    )
+
+
+class KafkaBackend:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: Any = None  # shopvec.client.SearchClient, once started
+        self._producer: Any = None
+        self._milvus: Any = None
+        self._milvus_lock = threading.Lock()
+
+    @property
+    def reply_topic(self) -> str | None:
+        return None if self._client is None else str(self._client.reply_topic)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        from confluent_kafka import Producer
+
+        from shopvec.client import SearchClient
+        from shopvec.kafka.config import producer_config
+
+        self._client = SearchClient(self._settings, timeout_s=self._settings.http.timeout_s)
+        self._producer = Producer(producer_config(self._settings, **{"linger.ms": 0}))
+        log.info("searches go out on %s", self._client.reply_topic)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(5)
+        if self._client is not None:
+            self._client.close()
+        if self._milvus is not None:
+            self._milvus.close()
+
+    def ready(self) -> bool:
+        return self._client is not None
+
+    async def search(self, request: SearchRequest, timeout_s: float) -> SearchReply:
+        client = self._client
+        if client is None:
+            raise BackendUnavailable("the service is starting")
+        try:
+            future = await asyncio.to_thread(client.send, request)
+        except Exception as exc:  # the producer's queue is full, the broker refused it
+            raise BackendUnavailable(f"could not send the search: {exc}") from exc
+        # A timeout cancels the future: a late reply is then dropped by the reader.
+        reply: SearchReply = await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+        return reply
+
+    async def record(self, event: UserEvent) -> None:
+        await asyncio.to_thread(self._produce_event, event)
+
+    def _produce_event(self, event: UserEvent) -> None:
+        if self._producer is None:
+            raise BackendUnavailable("the service is starting")
+        try:
+            self._producer.produce(
+                self._settings.topics.user_events,
+                key=event.user_id.encode(),
+                value=event.to_bytes(),
+                headers=[
+                    (HEADER_SCHEMA_VERSION, str(event.schema_version).encode()),
+                    (HEADER_CONTENT_TYPE, b"application/json"),
+                ],
+            )
+        except Exception as exc:
+            raise BackendUnavailable(f"could not publish the event: {exc}") from exc
+        if self._producer.flush(self._settings.http.timeout_s) > 0:
+            raise BackendUnavailable("the broker did not acknowledge the event in time")
+
+    async def product(self, product_id: str) -> ProductView | None:
+        return await asyncio.to_thread(self._product, product_id)
+
+    def _product(self, product_id: str) -> ProductView | None:
+        from shopvec.runtime import milvus_client
+
+        m = self._settings.milvus
+        try:
+            with self._milvus_lock:
+                if self._milvus is None:
+                    self._milvus = milvus_client(self._settings)
+                client = self._milvus
+            rows = client.get(
+                m.collection, ids=[product_id], output_fields=_PRODUCT_FIELDS, timeout=m.timeout_s
+            )
+        except Exception as exc:
+            if _missing_collection(exc):
+                return None  # nothing indexed yet
+            raise BackendUnavailable(f"the catalogue did not answer: {exc}") from exc
+        live = [r for r in rows if not r.get("deleted")]
+        return product_view(live[0]) if live else None
+
+
+def _missing_collection(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "collection not found" in text or "can't find collection" in text
