@@ -12,6 +12,7 @@ from schemas.product import MAX_INLINE_IMAGE_BYTES, ProductId
 __all__ = [
     "MAX_TOP_K",
     "Ranker",
+    "Retrieval",
     "Scenario",
     "SearchError",
     "SearchFilters",
@@ -31,6 +32,10 @@ more_like_this for a product id, and recommend for a user id alone (no query).""
 Ranker = Literal["fused", "rrf", "weighted"]
 """fused: one search on the fused vector. rrf and weighted: the fused vector and each modality
 searched apart, then combined by reciprocal rank fusion or by the collection's fusion weights."""
+
+Retrieval = Literal["dense", "hybrid"]
+"""dense: vectors only. hybrid: the vectors and the words matched by full-text search together,
+merged by Milvus's ranker (searches with words and ranker fused only)."""
 
 
 class SearchFilters(Contract):
@@ -55,6 +60,9 @@ class SearchRequest(Contract):
     filters: SearchFilters | None = None
     scenario: Scenario = "auto"
     ranker: Ranker = "fused"
+    retrieval: Retrieval | None = Field(
+        default=None, description="dense or hybrid; unset: the server's choice for the scenario"
+    )
     like_product_id: ProductId | None = Field(default=None, description="more like this product")
     deadline_ms: int | None = Field(
         default=None,

@@ -241,18 +241,25 @@ def build_indexer_service(
 def build_search_service(settings: Settings, encoder: Encoder | None = None) -> SearchService:
     from shopvec.imaging import ImageLoader
     from shopvec.search import SearchService
+    from shopvec.search.lexical import RetrievalConfig
+    from shopvec.store.base import HybridRanker
 
     encoder = encoder or build_encoder(settings)
     fusion = build_fusion(settings, encoder)
     store = build_store(settings, collection_spec(settings, encoder, fusion))
     store.ensure()
+    q = settings.query
     return SearchService(
         encoder,
         store,
         fusion,
         ImageLoader(settings.images),
-        max_top_k=settings.query.max_top_k,
+        max_top_k=q.max_top_k,
         personaliser=build_personaliser(settings, store),
+        retrieval=RetrievalConfig(
+            {str(k): v for k, v in q.retrieval.items()},
+            HybridRanker(q.hybrid_ranker, q.rrf_k, q.lexical_weight),
+        ),
     )
 
 

@@ -170,6 +170,14 @@ class IndexerSettings(BaseModel):
     )
 
 
+HybridScenario = Literal["text2image", "text2product", "cross"]
+RetrievalMode = Literal["dense", "hybrid"]
+
+
+def _default_retrieval() -> dict[HybridScenario, RetrievalMode]:
+    return {"text2image": "hybrid", "text2product": "hybrid", "cross": "hybrid"}
+
+
 class QuerySettings(BaseModel):
     group_id: str = "shopvec-query"
     batch_size: int = Field(default=16, ge=1)
@@ -196,6 +204,18 @@ class QuerySettings(BaseModel):
         default=None,
         description="the only topics replies may go to (shell patterns); unset: the replies "
         "topic and <replies topic>.*, where clients create their own",
+    )
+    retrieval: dict[HybridScenario, RetrievalMode] = Field(
+        default_factory=_default_retrieval,
+        description="per scenario with words: dense (vectors only) or hybrid (vectors and "
+        "Milvus full-text search together); a scenario left out is dense",
+    )
+    hybrid_ranker: Literal["rrf", "weighted"] = Field(
+        default="rrf", description="how Milvus merges a hybrid search's dense and full-text legs"
+    )
+    rrf_k: int = Field(default=60, ge=1, description="the rrf ranker's k: 1 / (k + rank)")
+    lexical_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="the weighted ranker's weight of the full-text leg"
     )
 
 

@@ -3,6 +3,10 @@
 Idempotent by construction: the highest version wins, an event at or below the stored version
 changes nothing, and content hashes let an update that changes only price or stock (or a
 replay) reuse the stored vectors instead of encoding again.
+
+Each row also carries the product's words for full-text search (`words`: title, brand,
+category path, attribute values, description, and the colour words read from its photos'
+pixels) and its photos' own words (`photo_words`: the colour words alone).
 """
 
 from __future__ import annotations
@@ -20,10 +24,18 @@ import torch
 from schemas.product import ProductDelete, ProductImage, ProductUpsert
 from shopvec.encoders.base import Encoder
 from shopvec.fusion import Fusion
+from shopvec.imaging.colour import colour_words
 from shopvec.imaging.thumbnail import thumbnail_data_uri
-from shopvec.store.base import VECTOR_FIELDS, ProductStore, StoredState
+from shopvec.store.base import TEXT_MAX_BYTES, VECTOR_FIELDS, ProductStore, StoredState, clip_utf8
 
-__all__ = ["ImageSource", "IndexOutcome", "Prepared", "ProductEventT", "ProductIndexer"]
+__all__ = [
+    "ImageSource",
+    "IndexOutcome",
+    "Prepared",
+    "ProductEventT",
+    "ProductIndexer",
+    "product_words",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +80,8 @@ class Prepared:
     thumbnails: dict[str, str | None] = field(default_factory=dict)
     photo_confidence: dict[str, float | None] = field(default_factory=dict)
     """Of the stored photos that are reused."""
+    colours: dict[str, str] = field(default_factory=dict)
+    """Colour words of each product's photos: read from the pixels, or the stored ones."""
     states: dict[str, StoredState] = field(default_factory=dict)
     """What the store will hold for each id once this batch is written."""
 
@@ -88,6 +102,33 @@ def _image_hash(images: Sequence[ProductImage], encoder_key: str) -> str:
 
 def _text_hash(event: ProductUpsert, encoder_key: str) -> str:
     return _content_hash(encoder_key, event.text) if event.text else ""
+
+
+def _attribute_words(value: Any) -> list[str]:
+    if isinstance(value, bool) or value is None:
+        return []
+    if isinstance(value, str | int | float):
+        return [str(value)]
+    if isinstance(value, list | tuple):
+        return [w for v in value for w in _attribute_words(v)]
+    return []
+
+
+def product_words(event: ProductUpsert, colours: str = "") -> str:
+    """What full-text search matches a product by: title, brand, category path, attribute
+    values, description, then the colour words of its photos."""
+    parts = [
+        event.title,
+        event.brand or "",
+        *event.category_path,
+        *(w for v in event.attributes.values() for w in _attribute_words(v)),
+        event.description,
+        colours,
+    ]
+    # The colours go last but must survive the cut: they are what photo-only words lack.
+    head = " ".join(p for p in parts[:-1] if p)
+    room = TEXT_MAX_BYTES["words"] - len(colours.encode()) - 1
+    return " ".join(p for p in (clip_utf8(head, max(0, room)), colours) if p)
 
 
 def latest_per_product(events: Sequence[ProductEventT]) -> list[ProductEventT]:
@@ -206,6 +247,7 @@ class ProductIndexer:
         for pid in out.reuse_image:
             out.thumbnails[pid] = stored[pid].thumbnail
             out.photo_confidence[pid] = stored[pid].photo_confidence
+            out.colours[pid] = stored[pid].colour_words or ""
         out.old_vectors = self._store.vectors(sorted(out.reuse_text | out.reuse_image))
 
         # Photos first: a product whose photo fails is dead-lettered, not half-indexed.
@@ -223,6 +265,7 @@ class ProductIndexer:
                 failed.add(e.id)
             else:
                 out.photos[e.id] = [g for g in got if isinstance(g, torch.Tensor)]
+                out.colours[e.id] = colour_words(out.photos[e.id])
         out.upserts = [e for e in events if e.id not in failed]
         for e in out.upserts:
             out.states[e.id] = StoredState(
@@ -293,6 +336,7 @@ class ProductIndexer:
                 visual,
                 p.text_hashes[e.id],
                 p.image_hashes[e.id],
+                p.colours.get(e.id, "") if joint_photos is not None else "",
             )
             if p.thumbnails.get(e.id):
                 row["doc"]["thumbnail"] = p.thumbnails[e.id]
@@ -329,6 +373,8 @@ class ProductIndexer:
             "text_hash": "",
             "image_hash": "",
             "doc": {},
+            "words": "",
+            "photo_words": "",
             **self._placeholder,
         }
 
@@ -341,8 +387,10 @@ class ProductIndexer:
         visual: np.ndarray | None,
         text_hash: str,
         image_hash: str,
+        colours: str = "",
     ) -> dict[str, Any]:
-        """confidence: the encoder's, per photo (None: it gives none)."""
+        """confidence: the encoder's, per photo (None: it gives none). colours: the colour
+        words of the photos."""
         has_image = joint_photos is not None
         has_text = text is not None
         fused, pooled = self._fusion.fuse_with_confidence(text, joint_photos, confidence)
@@ -373,7 +421,10 @@ class ProductIndexer:
                     if pooled is not None and confidence is not None
                     else {}
                 ),
+                **({"colour_words": colours} if colours else {}),
             },
+            "words": product_words(e, colours),
+            "photo_words": clip_utf8(colours, TEXT_MAX_BYTES["photo_words"]),
             "visual_vec": visual if visual is not None else self._placeholder["visual_vec"],
             "image_vec": image_vec if image_vec is not None else self._placeholder["image_vec"],
             "text_vec": text if text is not None else self._placeholder["text_vec"],

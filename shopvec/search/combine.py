@@ -49,6 +49,12 @@ def combine(legs: list[Leg], ranker: str, fusion: Fusion) -> tuple[list[Scored],
         for hit in leg.hits:
             scored = by_id.setdefault(hit.id, Scored(hit, 0.0))
             scored.scores[leg.field] = hit.score
+            parts = leg.explained.get(hit.id)
+            if parts is not None and leg.lexical is not None:
+                # A hybrid leg's score is the ranker's: split into what words and vector gave.
+                scored.scores[leg.field] = parts["dense_part"]
+                if parts["lexical_rank"] is not None:
+                    scored.scores[leg.lexical] = parts["bm25"]
     if len(legs) <= 1 or ranker == "fused":
         primary = legs[0].hits if legs else []
         return [Scored(h, h.score, dict(by_id[h.id].scores)) for h in primary], {}

@@ -7,7 +7,8 @@
 - more_like_this: fused_vec with the product's own fused vector, the product left out.
 
 The first leg is the primary one. With ranker rrf or weighted the other modalities are searched
-as further legs and combined (see shopvec.search.combine).
+as further legs and combined (see shopvec.search.combine). A hybrid search gives the primary
+leg the query's words and a full-text field as well (see shopvec.search.lexical).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from schemas.search import Scenario, SearchError, SearchRequest
 from shopvec.fusion import Fusion
-from shopvec.store.base import Hit, SearchFilter, VectorField
+from shopvec.store.base import Hit, LexicalField, SearchFilter, VectorField
 
 __all__ = ["PRIMARY_FIELD", "Leg", "Plan", "filters_from_request", "legs_for"]
 
@@ -58,6 +59,13 @@ class Leg:
     limit: int
     filter: SearchFilter
     hits: list[Hit] = dc_field(default_factory=list)
+    lexical: LexicalField | None = None
+    """A hybrid leg's full-text field; its words are `text`."""
+    text: str = ""
+    lexical_hits: list[Hit] | None = None
+    """The full-text field searched alone, to explain the hybrid scores (None: not searched)."""
+    explained: dict[str, dict[str, Any]] = dc_field(default_factory=dict)
+    """Per product id, the lexical and dense parts of its hybrid score."""
 
 
 @dataclass

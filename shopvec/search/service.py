@@ -6,8 +6,13 @@ shopvec.search.combine. With a personaliser, a request that carries a user id is
 that user (top_k times its rerank factor candidates, see shopvec.behaviour.personalise), and a
 user id with no query is a recommendation. Without a user id nothing changes.
 
-A request's deadline_ms counts from when it was sent: past it, the further legs and the
-personalisation are skipped and the reply says it was cut short (truncated).
+A request with words is searched hybrid (vectors and full-text together, see
+shopvec.search.lexical) where the retrieval config says so for its scenario, or where the
+request asks for it.
+
+A request's deadline_ms counts from when it was sent: past it, the further legs, the lexical
+explanations and the personalisation are skipped and the reply says it was cut short
+(truncated).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from shopvec.encoders.base import Encoder
 from shopvec.fusion import Fusion
 from shopvec.indexing.pipeline import ImageSource
 from shopvec.search.combine import Scored, combine
+from shopvec.search.lexical import LEXICAL_FIELD, RetrievalConfig, lexical_parts
 from shopvec.search.plan import Leg, Plan, filters_from_request, legs_for
 from shopvec.store.base import Hit, ProductStore
 
@@ -48,6 +54,7 @@ class SearchService:
         *,
         max_top_k: int = 100,
         personaliser: Personaliser | None = None,
+        retrieval: RetrievalConfig | None = None,
     ) -> None:
         self._encoder = encoder
         self._store = store
@@ -55,6 +62,7 @@ class SearchService:
         self._images = images
         self._max_top_k = max_top_k
         self._personaliser = personaliser
+        self._retrieval = retrieval or RetrievalConfig()
 
     def search(self, request: SearchRequest) -> SearchReply:
         return self.search_many([request])[0]
@@ -71,13 +79,32 @@ class SearchService:
         searching = [p for p in plans if p.error is None and p.scenario != "recommend"]
         for p in searching:
             p.legs = legs_for(p, self._fusion, self._fetch_limit(p.request))
+            self._make_hybrid(p)
         self._run([p.legs[0] for p in searching if p.legs])
         now = time.perf_counter()
         for p in searching:
-            if p.deadline is not None and now > p.deadline and len(p.legs) > 1:
+            late = p.deadline is not None and now > p.deadline
+            if late and (len(p.legs) > 1 or (p.legs and p.legs[0].lexical)):
                 p.legs, p.truncated = p.legs[:1], True
         self._run([leg for p in searching for leg in p.legs[1:]])
+        self._explain_lexical(
+            [p.legs[0] for p in searching if p.legs and p.legs[0].lexical and not p.truncated]
+        )
         return [self._reply(p, started) for p in plans]
+
+    def _make_hybrid(self, plan: Plan) -> None:
+        request = plan.request
+        text = (request.text or "").strip()
+        if (
+            not plan.legs
+            or not text
+            or request.ranker != "fused"
+            or self._retrieval.mode(plan.scenario, request.retrieval) != "hybrid"
+            or not self._store.lexical
+        ):
+            return
+        leg = plan.legs[0]
+        leg.lexical, leg.text = LEXICAL_FIELD[plan.scenario], text
 
     # -- planning and encoding ----------------------------------------------------------------
 
@@ -157,14 +184,41 @@ class SearchService:
     def _run(self, legs: list[Leg]) -> None:
         """One store call per (field, filter, limit): a batch of vectors costs about what one
         does, so concurrent requests share the call."""
-        groups: dict[tuple[str, str, int], list[Leg]] = defaultdict(list)
+        groups: dict[tuple[str, str | None, str, int], list[Leg]] = defaultdict(list)
         for leg in legs:
-            groups[(leg.field, repr(leg.filter), leg.limit)].append(leg)
-        for (_, _, limit), group in groups.items():
+            groups[(leg.field, leg.lexical, repr(leg.filter), leg.limit)].append(leg)
+        for (_, lexical, _, limit), group in groups.items():
             vectors = np.stack([leg.vector for leg in group])
-            results = self._store.search(group[0].field, vectors, limit, group[0].filter)
+            first = group[0]
+            if lexical is not None and first.lexical is not None:
+                results = self._store.hybrid_search(
+                    first.field,
+                    vectors,
+                    first.lexical,
+                    [leg.text for leg in group],
+                    limit,
+                    self._retrieval.ranker,
+                    first.filter,
+                )
+            else:
+                results = self._store.search(first.field, vectors, limit, first.filter)
             for leg, hits in zip(group, results, strict=True):
                 leg.hits = hits
+
+    def _explain_lexical(self, legs: list[Leg]) -> None:
+        """The full-text legs of hybrid searches alone, for the lexical part of each score."""
+        groups: dict[tuple[str, str, int], list[Leg]] = defaultdict(list)
+        for leg in legs:
+            groups[(str(leg.lexical), repr(leg.filter), leg.limit)].append(leg)
+        for group in groups.values():
+            first = group[0]
+            assert first.lexical is not None
+            results = self._store.lexical_search(
+                first.lexical, [leg.text for leg in group], first.limit, first.filter
+            )
+            for leg, hits in zip(group, results, strict=True):
+                leg.lexical_hits = hits
+                leg.explained = lexical_parts(leg.hits, hits, self._retrieval.ranker)
 
     # -- replies --------------------------------------------------------------------------------
 
@@ -177,6 +231,16 @@ class SearchService:
         if photo_confidence is not None:
             out["photo_confidence"] = photo_confidence
             out["photo_weight_applied"] = round(self._fusion.photo_weight(photo_confidence), 4)
+        return out
+
+    def _hybrid_explained(self, leg: Leg, product_id: str) -> dict[str, Any]:
+        ranker = self._retrieval.ranker
+        out: dict[str, Any] = {"ranker": ranker.kind, "lexical_field": leg.lexical}
+        if ranker.kind == "rrf":
+            out["k"] = ranker.k
+        else:
+            out["lexical_weight"] = ranker.lexical_weight
+        out.update(leg.explained.get(product_id, {}))
         return out
 
     def _reply(self, plan: Plan, started: float) -> SearchReply:
@@ -201,7 +265,12 @@ class SearchService:
                     plan.truncated = True
                 else:
                     by_id = {s.hit.id: s for s in scored}
-                    hits = [Hit(s.hit.id, s.score, s.hit.fields) for s in scored]
+                    # A ranker's merged score (RRF: about 1/60) is on no similarity's scale:
+                    # divided by the best one, the personaliser weighs it as it does cf.
+                    hybrid = bool(plan.legs and plan.legs[0].lexical)
+                    top = max((s.score for s in scored), default=0.0) if hybrid else 0.0
+                    scale = 1.0 / top if top > 0 else 1.0
+                    hits = [Hit(s.hit.id, s.score * scale, s.hit.fields) for s in scored]
                     reranked = self._personaliser.rerank(request.user_id, hits)
                     if reranked is not None:
                         scored = [Scored(r.hit, r.score, by_id[r.hit.id].scores) for r in reranked]
@@ -229,6 +298,11 @@ class SearchService:
         f = scored.hit.fields
         doc: dict[str, Any] = f.get("doc") or {}
         explanation: dict[str, Any] = {"field": plan.field, "scores": scored.scores, **personal}
+        primary = plan.legs[0] if plan.legs else None
+        if primary is not None and primary.lexical is not None:
+            explanation["hybrid"] = self._hybrid_explained(primary, scored.hit.id)
+        if doc.get("colour_words"):
+            explanation["colours"] = doc["colour_words"]
         if plan.request.explain:
             filters = plan.request.filters
             explanation.update(

@@ -1,9 +1,12 @@
 """Where product vectors live: the interface, Milvus, and an in-memory twin for unit tests."""
 
 from shopvec.store.base import (
+    LEXICAL_FIELDS,
     VECTOR_FIELDS,
     CollectionSpec,
     Hit,
+    HybridRanker,
+    LexicalField,
     ProductStore,
     SearchFilter,
     StoredState,
@@ -13,10 +16,13 @@ from shopvec.store.memory import InMemoryProductStore
 from shopvec.store.milvus import MilvusProductStore, filter_expression
 
 __all__ = [
+    "LEXICAL_FIELDS",
     "VECTOR_FIELDS",
     "CollectionSpec",
     "Hit",
+    "HybridRanker",
     "InMemoryProductStore",
+    "LexicalField",
     "MilvusProductStore",
     "ProductStore",
     "SearchFilter",

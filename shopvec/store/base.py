@@ -4,6 +4,12 @@ A product row keeps four vector fields so that each scenario searches the right 
 visual_vec (photo-to-photo), image_vec (photos in the joint space, for words-to-photo),
 text_vec (words) and fused_vec (both). A delete is a tombstone row (deleted=true) that remembers
 the version, so a late, older upsert cannot bring the product back.
+
+Beside them, two analysed text fields feed Milvus's own full-text search: `words` (everything
+the product says of itself, and the colour words of its photos) and `photo_words` (what its
+photos alone say: their colour words). A BM25 function turns each into a sparse vector
+(words_sparse, photo_sparse) that a search matches with the query's words, alone or together
+with a vector field (`hybrid_search`, one of the library's rankers).
 """
 
 from __future__ import annotations
@@ -18,18 +24,30 @@ from shopvec.encoders.base import EncoderInfo
 from shopvec.similarity import Metric
 
 __all__ = [
+    "LEXICAL_FIELDS",
+    "LEXICAL_SOURCES",
     "SCALAR_OUTPUT_FIELDS",
+    "TEXT_MAX_BYTES",
     "VECTOR_FIELDS",
     "CollectionSpec",
     "Hit",
+    "HybridRanker",
+    "LexicalField",
     "ProductStore",
     "SearchFilter",
     "StoredState",
     "VectorField",
+    "clip_utf8",
 ]
 
 VectorField = Literal["visual_vec", "image_vec", "text_vec", "fused_vec"]
 VECTOR_FIELDS: tuple[VectorField, ...] = ("visual_vec", "image_vec", "text_vec", "fused_vec")
+LexicalField = Literal["words_sparse", "photo_sparse"]
+LEXICAL_FIELDS: tuple[LexicalField, ...] = ("words_sparse", "photo_sparse")
+LEXICAL_SOURCES: dict[LexicalField, str] = {"words_sparse": "words", "photo_sparse": "photo_words"}
+"""Each sparse field and the analysed text field its BM25 function reads."""
+TEXT_MAX_BYTES: dict[str, int] = {"words": 8192, "photo_words": 512}
+"""The analysed fields' lengths in UTF-8 bytes (Milvus counts VARCHAR lengths in bytes)."""
 SCALAR_OUTPUT_FIELDS = (
     "id",
     "version",
@@ -43,6 +61,14 @@ SCALAR_OUTPUT_FIELDS = (
     "event_ms",
     "doc",
 )
+
+
+def clip_utf8(text: str, max_bytes: int) -> str:
+    """The longest prefix of text that fits in max_bytes of UTF-8, cut between characters."""
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    return data[:max_bytes].decode(errors="ignore")
 
 
 @dataclass(frozen=True)
@@ -89,6 +115,8 @@ class StoredState:
     """Kept so that an update that reuses the photo's vectors keeps its thumbnail too."""
     photo_confidence: float | None = None
     """Likewise the encoder's confidence in the photo (see ImageBatchVectors.confidence)."""
+    colour_words: str | None = None
+    """Likewise the colour words read from the photos' pixels."""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> StoredState:
@@ -100,6 +128,7 @@ class StoredState:
             row["image_hash"],
             doc.get("thumbnail"),
             doc.get("photo_confidence"),
+            doc.get("colour_words"),
         )
 
 
@@ -109,6 +138,18 @@ class Hit:
     score: float
     """Higher is better, whatever the metric (see shopvec.similarity)."""
     fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HybridRanker:
+    """How a hybrid search merges its dense and lexical legs (Milvus's RRFRanker or
+    WeightedRanker). rrf: sum over legs of 1 / (k + rank). weighted: (1 - lexical_weight) times
+    the dense similarity plus lexical_weight times the BM25 score, each first mapped to 0..1 by
+    Milvus (cosine (1 + s) / 2, BM25 2 atan(s) / pi)."""
+
+    kind: Literal["rrf", "weighted"] = "rrf"
+    k: int = 60
+    lexical_weight: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -174,6 +215,36 @@ class ProductStore(Protocol):
         limit: int,
         flt: SearchFilter | None = None,
     ) -> list[list[Hit]]: ...
+
+    @property
+    def lexical(self) -> bool:
+        """Whether the collection holds the analysed fields (one created before them does
+        not: its searches stay dense, its rows are written without words)."""
+        ...
+
+    def lexical_search(
+        self,
+        field: LexicalField,
+        texts: Sequence[str],
+        limit: int,
+        flt: SearchFilter | None = None,
+    ) -> list[list[Hit]]:
+        """Full-text search; a hit's score is its BM25 score."""
+        ...
+
+    def hybrid_search(
+        self,
+        field: VectorField,
+        vectors: np.ndarray,
+        lexical_field: LexicalField,
+        texts: Sequence[str],
+        limit: int,
+        ranker: HybridRanker,
+        flt: SearchFilter | None = None,
+    ) -> list[list[Hit]]:
+        """The vector field and the full-text field searched together and merged by the
+        ranker; a hit's score is the ranker's."""
+        ...
 
     def get(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Live (not deleted) products' scalar fields and vectors."""

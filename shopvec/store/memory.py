@@ -1,4 +1,9 @@
-"""An honest in-memory ProductStore for unit tests: exact search over numpy arrays."""
+"""An honest in-memory ProductStore for unit tests: exact search over numpy arrays.
+
+It has no full-text search (that is Milvus's analyzers and BM25, tested against the real Milvus
+Lite): `lexical` is False, a lexical search finds nothing and a hybrid search is the dense one,
+as on a Milvus collection created before the full-text fields.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from shopvec.store.base import (
     VECTOR_FIELDS,
     CollectionSpec,
     Hit,
+    HybridRanker,
+    LexicalField,
     SearchFilter,
     StoredState,
     VectorField,
@@ -73,6 +80,31 @@ class InMemoryProductStore:
             order = np.argsort(-scores, kind="stable")[:limit]
             out.append([Hit(live[i]["id"], float(scores[i]), live[i]) for i in order])
         return out
+
+    @property
+    def lexical(self) -> bool:
+        return False
+
+    def lexical_search(
+        self,
+        field: LexicalField,
+        texts: Sequence[str],
+        limit: int,
+        flt: SearchFilter | None = None,
+    ) -> list[list[Hit]]:
+        return [[] for _ in texts]
+
+    def hybrid_search(
+        self,
+        field: VectorField,
+        vectors: np.ndarray,
+        lexical_field: LexicalField,
+        texts: Sequence[str],
+        limit: int,
+        ranker: HybridRanker,
+        flt: SearchFilter | None = None,
+    ) -> list[list[Hit]]:
+        return self.search(field, vectors, limit, flt)
 
     def get(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {i: self.rows[i] for i in ids if i in self.rows and not self.rows[i]["deleted"]}

@@ -13,27 +13,52 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from pymilvus import DataType, MilvusClient
+from pymilvus import (
+    AnnSearchRequest,
+    DataType,
+    Function,
+    FunctionType,
+    MilvusClient,
+    RRFRanker,
+    WeightedRanker,
+)
 
 from shopvec.encoders.base import EncoderInfo
 from shopvec.similarity import score_from_distance
 from shopvec.store.base import (
+    LEXICAL_FIELDS,
+    LEXICAL_SOURCES,
     SCALAR_OUTPUT_FIELDS,
+    TEXT_MAX_BYTES,
     VECTOR_FIELDS,
     CollectionSpec,
     Hit,
+    HybridRanker,
+    LexicalField,
     SearchFilter,
     StoredState,
     VectorField,
 )
 from shopvec.store.loading import LOAD_TIMEOUT_S, CollectionLoader, reloading
 
-__all__ = ["MilvusProductStore", "filter_expression", "get_chunked", "spec_from_collection"]
+__all__ = [
+    "ANALYZER",
+    "MilvusProductStore",
+    "filter_expression",
+    "get_chunked",
+    "spec_from_collection",
+]
 
 log = logging.getLogger(__name__)
 
 _STATE_FIELDS = ["id", "version", "deleted", "text_hash", "image_hash", "doc"]
 _GET_CHUNK = 256
+_TEXT_FIELDS = frozenset(LEXICAL_SOURCES.values())
+
+ANALYZER: dict[str, Any] = {"tokenizer": "jieba", "filter": ["lowercase"]}
+"""One analyzer for English, Chinese and text that mixes them: jieba cuts Chinese into words
+and Latin-script text at spaces and punctuation; tokens are lowercased. Milvus Lite 3.2 offers
+the standard and jieba tokenizers only (no stemming), Milvus 2.5+ these and more."""
 
 
 def _literal(value: Any) -> str:
@@ -130,10 +155,24 @@ class MilvusProductStore:
         self._timeout = timeout_s
         self._search_ef = search_ef
         self._loader = CollectionLoader(client, spec.name, timeout_s=load_timeout_s)
+        self._lexical: bool | None = None
 
     @property
     def spec(self) -> CollectionSpec:
         return self._spec
+
+    @property
+    def lexical(self) -> bool:
+        if self._lexical is None:
+            desc = self._client.describe_collection(self._spec.name, timeout=self._timeout)
+            names = {f["name"] for f in desc["fields"]}
+            self._lexical = all(f in names for f in LEXICAL_FIELDS)
+            if not self._lexical:
+                log.warning(
+                    "%s has no full-text fields (created before them): searches stay dense",
+                    self._spec.name,
+                )
+        return self._lexical
 
     @property
     def collection(self) -> str:
@@ -216,6 +255,24 @@ class MilvusProductStore:
         schema.add_field("image_hash", DataType.VARCHAR, max_length=64)
         schema.add_field("doc", DataType.JSON)
         index = self._client.prepare_index_params()
+        for sparse, source in LEXICAL_SOURCES.items():
+            schema.add_field(
+                source,
+                DataType.VARCHAR,
+                max_length=TEXT_MAX_BYTES[source],
+                enable_analyzer=True,
+                analyzer_params=ANALYZER,
+            )
+            schema.add_field(sparse, DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name=f"{source}_bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=[source],
+                    output_field_names=[sparse],
+                )
+            )
+            index.add_index(sparse, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         for vfield, dim in self._spec.dims().items():
             schema.add_field(vfield, DataType.FLOAT_VECTOR, dim=dim)
             params: dict[str, Any] = {}
@@ -236,6 +293,7 @@ class MilvusProductStore:
             properties=self._spec.properties(),
             timeout=self._timeout,
         )
+        self._lexical = True
         log.info("created collection %s", name)
 
     # -- reads and writes -------------------------------------------------------------------
@@ -255,8 +313,12 @@ class MilvusProductStore:
 
     @reloading
     def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            self._client.upsert(self._spec.name, data=list(rows), timeout=self._timeout)
+        if not rows:
+            return
+        data = list(rows)
+        if not self.lexical:
+            data = [{k: v for k, v in r.items() if k not in _TEXT_FIELDS} for r in data]
+        self._client.upsert(self._spec.name, data=data, timeout=self._timeout)
 
     @reloading
     def flush(self) -> None:
@@ -297,6 +359,78 @@ class MilvusProductStore:
             [Hit(h["id"], score_from_distance(h["distance"], metric), h["entity"]) for h in hits]
             for hits in result
         ]
+
+    def _dense_request(
+        self, field: VectorField, vectors: np.ndarray, limit: int, expr: str
+    ) -> AnnSearchRequest:
+        return AnnSearchRequest(
+            data=[np.asarray(v, dtype=np.float32).tolist() for v in np.atleast_2d(vectors)],
+            anns_field=field,
+            param={"metric_type": self._spec.metric, "params": {"ef": max(self._search_ef, limit)}},
+            limit=limit,
+            expr=expr,
+        )
+
+    @reloading
+    def lexical_search(
+        self,
+        field: LexicalField,
+        texts: Sequence[str],
+        limit: int,
+        flt: SearchFilter | None = None,
+    ) -> list[list[Hit]]:
+        if not self.lexical:
+            return [[] for _ in texts]
+        result = self._client.search(
+            self._spec.name,
+            data=list(texts),
+            anns_field=field,
+            limit=limit,
+            filter=filter_expression(flt),
+            output_fields=list(SCALAR_OUTPUT_FIELDS),
+            search_params={"metric_type": "BM25"},
+            timeout=self._timeout,
+        )
+        # A BM25 score is never negative; Milvus Lite 3.2 hands it back negated.
+        return [
+            [Hit(h["id"], abs(float(h["distance"])), h["entity"]) for h in hits] for hits in result
+        ]
+
+    @reloading
+    def hybrid_search(
+        self,
+        field: VectorField,
+        vectors: np.ndarray,
+        lexical_field: LexicalField,
+        texts: Sequence[str],
+        limit: int,
+        ranker: HybridRanker,
+        flt: SearchFilter | None = None,
+    ) -> list[list[Hit]]:
+        if not self.lexical:
+            return self.search(field, vectors, limit, flt)
+        expr = filter_expression(flt)
+        lexical = AnnSearchRequest(
+            data=list(texts),
+            anns_field=lexical_field,
+            param={"metric_type": "BM25"},
+            limit=limit,
+            expr=expr,
+        )
+        merge = (
+            RRFRanker(ranker.k)
+            if ranker.kind == "rrf"
+            else WeightedRanker(1.0 - ranker.lexical_weight, ranker.lexical_weight)
+        )
+        result = self._client.hybrid_search(
+            self._spec.name,
+            [self._dense_request(field, vectors, limit, expr), lexical],
+            merge,
+            limit=limit,
+            output_fields=list(SCALAR_OUTPUT_FIELDS),
+            timeout=self._timeout,
+        )
+        return [[Hit(h["id"], float(h["distance"]), h["entity"]) for h in hits] for hits in result]
 
     def get(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         rows = self._get(ids, [*SCALAR_OUTPUT_FIELDS, "deleted", *VECTOR_FIELDS])

@@ -162,7 +162,9 @@ def test_deadline_cuts_short_and_says_so(service) -> None:
 def test_compact_explanations_by_default(service) -> None:
     svc, _ = service
     result = svc.search(SearchRequest(request_id="e", text="red shirt")).results[0]
-    assert set(result.explanation) == {"field", "scores"}
+    # The photos are plain red: their colour words come with the product.
+    assert set(result.explanation) == {"field", "scores", "colours"}
+    assert result.explanation["colours"] == "red 红色"
     assert result.thumbnail and result.thumbnail.startswith("data:image/jpeg;base64,")
 
 

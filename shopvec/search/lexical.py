@@ -1,0 +1,92 @@
+"""Hybrid lexical + dense search: which scenarios use it, and what each result owes to words.
+
+A hybrid search sends the primary leg's vector and the query's words to Milvus together
+(`ProductStore.hybrid_search`): the vector field and a BM25 full-text field, merged by the
+library's ranker (RRF or weighted). Which full-text field a scenario matches:
+
+- text2product and cross: `words_sparse`, the product's words and its photos' colour words;
+- text2image: `photo_sparse`, the photos' own words (their colour words) only, so that words
+  to photos still finds products by their photos, never by their titles.
+
+Photo queries (image2image) and more_like_this have no words and stay dense. A request with
+ranker rrf or weighted combines dense legs itself (shopvec.search.combine) and stays dense too.
+
+Milvus answers a hybrid search with the merged score only. To show the lexical part of each
+score, the full-text leg is also searched alone (same words, filter and limit, so the same
+ranking the merge saw) and its part worked out with the ranker's own formula; the rest of the
+score is the dense part.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.search import Retrieval
+from shopvec.store.base import Hit, HybridRanker, LexicalField
+
+__all__ = [
+    "DEFAULT_RETRIEVAL",
+    "HYBRID_SCENARIOS",
+    "LEXICAL_FIELD",
+    "Retrieval",
+    "RetrievalConfig",
+    "lexical_parts",
+]
+
+LEXICAL_FIELD: dict[str, LexicalField] = {
+    "text2image": "photo_sparse",
+    "text2product": "words_sparse",
+    "cross": "words_sparse",
+}
+HYBRID_SCENARIOS = tuple(LEXICAL_FIELD)
+"""The scenarios that can search words as well as vectors."""
+
+DEFAULT_RETRIEVAL: dict[str, Retrieval] = {
+    "text2image": "hybrid",
+    "text2product": "hybrid",
+    "cross": "hybrid",
+}
+"""Chosen on the development data (docs/evaluation.md, "Hybrid lexical + dense")."""
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    modes: Mapping[str, Retrieval] = field(default_factory=lambda: dict(DEFAULT_RETRIEVAL))
+    ranker: HybridRanker = field(default_factory=HybridRanker)
+
+    def mode(self, scenario: str, requested: Retrieval | None = None) -> Retrieval:
+        if scenario not in LEXICAL_FIELD:
+            return "dense"
+        return requested or self.modes.get(scenario, "dense")
+
+    @classmethod
+    def dense(cls) -> RetrievalConfig:
+        return cls(modes={})
+
+
+def lexical_parts(
+    hits: list[Hit], lexical_hits: list[Hit], ranker: HybridRanker
+) -> dict[str, dict[str, Any]]:
+    """Per product id of `hits` (a hybrid search's), what its score owes to the words:
+    the BM25 score and rank the full-text leg gave it, the ranker's lexical part, and the
+    dense part (the rest). A product the full-text leg did not return owes it nothing."""
+    found = {h.id: (rank, h.score) for rank, h in enumerate(lexical_hits, start=1)}
+    out: dict[str, dict[str, Any]] = {}
+    for hit in hits:
+        rank, bm25 = found.get(hit.id, (None, 0.0))
+        if rank is None:
+            part = 0.0
+        elif ranker.kind == "rrf":
+            part = 1.0 / (ranker.k + rank)
+        else:
+            part = ranker.lexical_weight * 2.0 * math.atan(bm25) / math.pi
+        out[hit.id] = {
+            "bm25": round(bm25, 6),
+            "lexical_rank": rank,
+            "lexical_part": round(part, 6),
+            "dense_part": round(hit.score - part, 6),
+        }
+    return out

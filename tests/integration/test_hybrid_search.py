@@ -1,0 +1,145 @@
+"""Hybrid lexical + dense search on the real Milvus Lite: the BM25 function over the analysed
+words (jieba: English and Chinese alike), the library's rankers, and the colour words read
+from a photo that has no words."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from schemas import ProductImage, ProductUpsert, SearchRequest
+from shopvec.encoders import HashingEncoder
+from shopvec.fusion import Fusion
+from shopvec.indexing import ProductIndexer
+from shopvec.runtime import build_store, collection_spec
+from shopvec.search import SearchService
+from shopvec.search.lexical import RetrievalConfig
+from shopvec.settings import Settings
+from shopvec.store import HybridRanker, MilvusProductStore
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _photo(rgb: tuple[int, int, int]) -> str:
+    image = Image.new("RGB", (60, 80), (255, 255, 255))
+    image.paste(Image.new("RGB", (30, 40), rgb), (15, 20))
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+class Images:
+    def load_many(self, images: Sequence[ProductImage]) -> list[torch.Tensor | Exception]:
+        out: list[torch.Tensor | Exception] = []
+        for img in images:
+            raw = Image.open(io.BytesIO(base64.b64decode(img.data_base64 or "")))
+            out.append(torch.from_numpy(np.asarray(raw.convert("RGB")).copy()).permute(2, 0, 1))
+        return out
+
+
+def _product(pid: str, title: str = "", rgb: tuple[int, int, int] | None = None, **kw: object):  # type: ignore[no-untyped-def]
+    images = [ProductImage(data_base64=_photo(rgb))] if rgb else []
+    return ProductUpsert(id=pid, version=1, updated_at=T0, title=title, images=images, **kw)  # type: ignore[arg-type]
+
+
+PRODUCTS = [
+    _product("jacket", "Classic denim jacket", brand="Roadster"),
+    _product("jeans-zh", "修身蓝色牛仔裤", category_path=["服装", "裤子"]),
+    _product("tee", "Cotton crew tee", attributes={"fit": "slim"}),
+    _product("dress-photo", rgb=(210, 25, 35)),  # a photo and no words at all
+    _product("shoe", "Running shoe", rgb=(30, 60, 200)),
+    _product("bag", "Leather tote bag"),
+]
+
+
+@pytest.fixture
+def hybrid(settings: Settings) -> Iterator[tuple[SearchService, MilvusProductStore]]:
+    encoder = HashingEncoder()
+    fusion = Fusion("weighted", 0.5, encoder.info.joint_dim)
+    store = build_store(settings, collection_spec(settings, encoder, fusion))
+    store.ensure()
+    ProductIndexer(encoder, store, Images(), fusion).apply(PRODUCTS)
+    store.flush()
+    yield SearchService(encoder, store, fusion, Images()), store
+    store.client.drop_collection(store.collection)
+    store.close()
+
+
+def _top(service: SearchService, text: str, **kw: object) -> list[str]:
+    reply = service.search(SearchRequest(request_id="q", text=text, top_k=10, **kw))  # type: ignore[arg-type]
+    assert reply.error is None, reply.error
+    return [r.product_id for r in reply.results]
+
+
+def test_english_and_chinese_words_find_their_product_first(hybrid) -> None:
+    service, store = hybrid
+    assert store.lexical
+    reply = service.search(SearchRequest(request_id="en", text="denim JACKET", top_k=10))
+    top = reply.results[0]
+    assert top.product_id == "jacket"
+    hybrid_part = top.explanation["hybrid"]
+    assert hybrid_part["ranker"] == "rrf" and hybrid_part["lexical_rank"] == 1
+    assert hybrid_part["bm25"] > 0 and top.explanation["scores"]["words_sparse"] > 0
+    assert hybrid_part["lexical_part"] == pytest.approx(1 / 61, abs=1e-6)
+    assert hybrid_part["lexical_part"] + hybrid_part["dense_part"] == pytest.approx(
+        top.score, abs=1e-5
+    )
+    assert _top(service, "牛仔裤")[0] == "jeans-zh"
+    assert _top(service, "裤子")[0] == "jeans-zh"  # the category path is in the words
+    assert _top(service, "roadster")[0] == "jacket"  # and the brand
+    assert _top(service, "slim tee")[0] == "tee"  # and the attribute values
+
+
+def test_colour_words_from_pixels_find_a_photo_without_words(hybrid) -> None:
+    service, _ = hybrid
+    assert _top(service, "red dress")[0] == "dress-photo"
+    assert _top(service, "红色", scenario="text2image")[0] == "dress-photo"
+    assert _top(service, "blue", scenario="text2image")[0] == "shoe"
+    # Words to photos matches the photos' words only: a title never makes a photo match.
+    reply = service.search(
+        SearchRequest(request_id="t", text="leather bag", scenario="text2image", explain=True)
+    )
+    assert all(r.explanation["hybrid"]["lexical_rank"] is None for r in reply.results)
+    # A mixed query: its Chinese colour and its English word both count.
+    assert set(_top(service, "红色 shoe")[:2]) == {"dress-photo", "shoe"}
+
+
+def test_weighted_ranker_and_dense_only(hybrid) -> None:
+    _, store = hybrid
+    encoder = HashingEncoder()
+    fusion = Fusion("weighted", 0.5, encoder.info.joint_dim)
+    weighted = SearchService(
+        encoder,
+        store,
+        fusion,
+        Images(),
+        retrieval=RetrievalConfig(ranker=HybridRanker("weighted", lexical_weight=0.5)),
+    )
+    reply = weighted.search(SearchRequest(request_id="w", text="denim jacket", top_k=10))
+    top = reply.results[0]
+    assert top.product_id == "jacket"
+    parts = top.explanation["hybrid"]
+    assert parts["ranker"] == "weighted" and parts["lexical_part"] > 0
+    assert parts["lexical_part"] + parts["dense_part"] == pytest.approx(top.score, abs=1e-5)
+    dense = SearchService(encoder, store, fusion, Images(), retrieval=RetrievalConfig.dense())
+    reply = dense.search(SearchRequest(request_id="d", text="denim jacket", top_k=10))
+    assert "hybrid" not in reply.results[0].explanation
+
+
+def test_filters_apply_to_both_legs_and_words_that_match_nothing(hybrid) -> None:
+    service, _ = hybrid
+    reply = service.search(
+        SearchRequest(request_id="f", text="denim jacket", filters={"brand": "Roadster"})
+    )
+    assert [r.product_id for r in reply.results] == ["jacket"]
+    assert service.search(SearchRequest(request_id="n", text="zzz qqq")).error is None
+    assert service.search(SearchRequest(request_id="p", text="!!!")).error is None
