@@ -27,8 +27,27 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     stack.up(workers)
     for proc in stack.processes():
         ops = f"  ops http://127.0.0.1:{proc.port}/" if proc.name in WORKERS else ""
+        if proc.name == "http":
+            ops = f"  page http://127.0.0.1:{proc.port}/"
         print(f"{proc.name:10} pid {proc.pid:<8} log {proc.log_path}{ops}")
     return 0
+
+
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.http.server import serve
+    from shopvec.logs import configure_logging
+
+    if args.host:
+        settings = settings.model_copy(
+            update={"http": settings.http.model_copy(update={"host": args.host})}
+        )
+    if args.port:
+        settings = settings.model_copy(
+            update={"http": settings.http.model_copy(update={"port": args.port})}
+        )
+    configure_logging(settings.log_level, json_lines=False)
+    print(f"shopvec: the page and API on http://{settings.http.host}:{settings.http.port}/")
+    return serve(settings)
 
 
 def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
@@ -191,6 +210,13 @@ def _parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_cmd_up)
     sub.add_parser("down", help="stop what `up` started").set_defaults(func=_cmd_down)
     sub.add_parser("status", help="what `up` started").set_defaults(func=_cmd_status)
+
+    serve = sub.add_parser(
+        "serve", help="the HTTP API and search page, in front of the query workers (foreground)"
+    )
+    serve.add_argument("--host", help="default SHOPVEC_HTTP__HOST (127.0.0.1)")
+    serve.add_argument("--port", type=int, help="default SHOPVEC_HTTP__PORT (8080)")
+    serve.set_defaults(func=_cmd_serve)
 
     topics = sub.add_parser("topics", help="topic administration")
     topics.add_argument("action", choices=["create"])

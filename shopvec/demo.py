@@ -60,7 +60,10 @@ def wait_indexed(settings: Settings, ids: list[str], timeout_s: float = 900.0) -
 
 def run_demo(settings: Settings, *, keep_running: bool = True) -> int:
     stack = EmbeddedStack(settings)
-    print("Starting the embedded stack (Tansu broker, Milvus Lite, indexer, query, behaviour)")
+    print(
+        "Starting the embedded stack (Tansu broker, Milvus Lite, the indexer, query and behaviour"
+        " workers, the HTTP API and page)"
+    )
     stack.up()
     try:
         products = list(myntra_products(DEMO_CATALOG))
@@ -84,9 +87,12 @@ def run_demo(settings: Settings, *, keep_running: bool = True) -> int:
         if not keep_running:
             stack.down()
     if keep_running:
+        page = f"http://127.0.0.1:{settings.http.port}/"
         print(
             "\nThe stack is still running. Search it with"
-            ' `.venv/bin/shopvec search "white sneakers"`'
+            ' `.venv/bin/shopvec search "white sneakers"`,'
+            f' with `curl -s -X POST {page}v1/search -d \'{{"text": "white sneakers"}}\'`'
             " and stop it with `.venv/bin/shopvec down`."
         )
+        print(f"\nThe search page: {page}")
     return 0

@@ -49,7 +49,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WORKERS = ("indexer", "query", "behaviour")
+WORKERS = ("indexer", "query", "behaviour", "http")
+"""What `up` starts by default. http (the API and page) answers its probes on its own port,
+SHOPVEC_HTTP__PORT; the others on an ops port chosen at start."""
 
 # Children started by this process, kept so they can be reaped (no zombies) when stopped here.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -273,6 +275,10 @@ class EmbeddedStack:
         # The worker gets this stack's settings, not whatever the environment says: they may
         # have been changed in code (other topics, another collection).
         port = free_port()
+        if name == "http":
+            port = self.settings.http.port
+            if _port_open(port):
+                raise StackError(f"port {port} is taken by another program; set SHOPVEC_HTTP__PORT")
         settings = self.settings.model_copy(
             update={
                 "ops": OpsSettings(host="127.0.0.1", port=port),

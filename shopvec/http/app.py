@@ -9,7 +9,8 @@ from fastapi import FastAPI
 
 from shopvec.http import page, routes
 from shopvec.http.backend import Backend, KafkaBackend
-from shopvec.http.errors import BodyLimit, install_error_handlers
+from shopvec.http.errors import install_error_handlers
+from shopvec.http.middleware import BodyLimit, FormAsJson
 from shopvec.settings import Settings
 
 __all__ = ["create_app"]
@@ -42,5 +43,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(routes.router)
     app.include_router(page.router)
+    app.add_middleware(FormAsJson)
+    # Added last, so it runs first: nothing reads a body over the limit.
     app.add_middleware(BodyLimit, max_bytes=settings.http.max_body_bytes)
     return app

@@ -162,5 +162,8 @@ class KafkaBackend:
 
 
 def _missing_collection(exc: Exception) -> bool:
+    """Milvus' answer when the collection (or alias) does not exist yet: code 100."""
     text = str(exc).lower()
-    return "collection not found" in text or "can't find collection" in text
+    return getattr(exc, "code", None) == 100 or (
+        "collection" in text and ("not exist" in text or "not found" in text)
+    )

@@ -44,6 +44,9 @@ K8S_VERSION = "1.32"
 """The Kubernetes version the manifests are validated against (kubernetes-validate's schemas)."""
 
 WORKER_KINDS = ("indexer", "query", "behaviour")
+HTTP_KIND = "http"
+"""The HTTP API and page (workers.http): it consumes no topic and answers on SHOPVEC_HTTP__PORT."""
+SERVICE_KINDS = (*WORKER_KINDS, HTTP_KIND)
 ENCODING_KINDS = ("indexer", "query")
 """The workers that encode, scale on consumer lag and get a GPU in prod."""
 

@@ -14,8 +14,9 @@ from tests.deploy.deploykit import (
     COMPOSE_ENV_FILE,
     COMPOSE_FILE,
     GPU_COMPOSE_FILE,
+    HTTP_KIND,
     ROOT,
-    WORKER_KINDS,
+    SERVICE_KINDS,
     drain_budget_s,
     image_repository,
     image_tag,
@@ -97,7 +98,7 @@ def test_services(services: dict[str, dict[str, Any]]) -> None:
         assert image_tag(image) not in (None, "latest"), f"{name}: pin a version, not {image}"
     assert not [n for n, s in services.items() if "zookeeper" in s.get("image", "")]
     workers = _workers(services)
-    assert set(workers) == set(WORKER_KINDS), f"one service per worker: {workers}"
+    assert set(workers) == set(SERVICE_KINDS), f"one service per worker: {workers}"
     assert _command(services["topics"]) == ["shopvec", "topics", "create"]
 
 
@@ -163,7 +164,7 @@ def test_named_volumes(compose: dict[str, Any], services: dict[str, dict[str, An
 
 def test_shopvec_services_share_image_and_settings(services: dict[str, dict[str, Any]]) -> None:
     ours = _shopvec_services(services)
-    assert {"topics", "indexer", "query", "behaviour"} <= set(ours)
+    assert {"topics", "indexer", "query", "behaviour", "http"} <= set(ours)
     images = {s["image"] for s in ours.values()}
     assert len(images) == 1, f"one image for every shopvec service: {images}"
     for name, service in ours.items():
@@ -178,10 +179,10 @@ def test_shopvec_services_share_image_and_settings(services: dict[str, dict[str,
 
 def test_worker_ports_and_health(services: dict[str, dict[str, Any]]) -> None:
     settings = _settings()
-    port = settings.ops.port
     published = []
     for kind, name in _workers(services).items():
         service = services[name]
+        port = settings.http.port if kind == HTTP_KIND else settings.ops.port
         assert [_container_port(p) for p in service["ports"]] == [port], name
         published += [_host_port(p) for p in service["ports"]]
         test = " ".join(service["healthcheck"]["test"])
@@ -189,7 +190,8 @@ def test_worker_ports_and_health(services: dict[str, dict[str, Any]]) -> None:
         assert match, f"{name}: the healthcheck asks the worker's HTTP endpoint"
         assert int(match.group(1)) == port and match.group(2) in ("/readyz", "/healthz"), name
         grace = parse_duration_s(service["stop_grace_period"])
-        drain = drain_budget_s(settings, kind)
+        # The HTTP service drains its searches in flight, each waiting at most its timeout.
+        drain = settings.http.timeout_s if kind == HTTP_KIND else drain_budget_s(settings, kind)
         assert grace > drain, f"{name}: stop_grace_period {grace}s, drain up to {drain}s"
         assert service.get("read_only") is True and "/tmp" in service["tmpfs"], name
     assert len(published) == len(set(published)), "host ports collide"
@@ -206,3 +208,12 @@ def test_gpu_override(services: dict[str, dict[str, Any]]) -> None:
         assert image_repository(service["image"]) == "shopvec"
         (device,) = service["deploy"]["resources"]["reservations"]["devices"]
         assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+def test_http_service_listens_beyond_its_container(services: dict[str, dict[str, Any]]) -> None:
+    """Loopback inside the container would publish nothing: the env file opens it there, and
+    the port is published on the host's loopback only."""
+    settings = _settings()
+    assert settings.http.host == "0.0.0.0"
+    (mapping,) = services["http"]["ports"]
+    assert mapping == f"127.0.0.1:{settings.http.port}:{settings.http.port}"

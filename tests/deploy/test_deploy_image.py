@@ -13,6 +13,7 @@ from tests.deploy.deploykit import (
     K8S,
     OVERLAYS,
     ROOT,
+    SERVICE_KINDS,
     WORKER_KINDS,
     arg_defaults,
     copy_sources,
@@ -129,7 +130,7 @@ def test_worker_entry_points_exist() -> None:
         kind = worker_module(command)
         if kind:
             modules.add(kind)
-    assert modules == set(WORKER_KINDS)
+    assert modules == set(SERVICE_KINDS)
     missing = [
         f"workers/{m}.py" for m in sorted(modules) if not (ROOT / "workers" / f"{m}.py").is_file()
     ]

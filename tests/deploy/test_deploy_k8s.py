@@ -20,8 +20,10 @@ from shopvec.settings import Settings
 from tests.deploy.deploykit import (
     CONSUMES,
     ENCODING_KINDS,
+    HTTP_KIND,
     K8S,
     K8S_VERSION,
+    SERVICE_KINDS,
     WORKER_KINDS,
     Rendered,
     cpu_cores,
@@ -157,7 +159,7 @@ def test_worker_deployments(tree: tuple[str, Rendered]) -> None:
 def test_disruption_budgets(tree: tuple[str, Rendered]) -> None:
     name, rendered = tree
     budgets = rendered.of_kind("PodDisruptionBudget")
-    for kind in WORKER_KINDS:
+    for kind in SERVICE_KINDS:
         labels = rendered.deployment(kind)["spec"]["template"]["metadata"]["labels"]
         matching = [
             b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -210,7 +212,7 @@ def test_references_resolve(tree: tuple[str, Rendered]) -> None:
 def test_kafka_tls_material_is_mounted(tree: tuple[str, Rendered]) -> None:
     """Over SSL or SASL_SSL the CA file the settings name is in a mounted Secret."""
     name, rendered = tree
-    for kind in WORKER_KINDS:
+    for kind in SERVICE_KINDS:
         settings = _settings_of(rendered, kind)
         if settings.kafka.security_protocol not in ("SSL", "SASL_SSL"):
             continue
@@ -357,7 +359,8 @@ def test_overlay_hosts_are_external_services(overlay: tuple[str, Rendered]) -> N
         assert settings.kafka.bootstrap_servers and settings.milvus.uri, f"{name}/{kind}"
         seen.add((settings.kafka.bootstrap_servers, settings.milvus.uri))
     assert len(seen) == 1, f"{name}: the workers disagree on where Kafka and Milvus are: {seen}"
-    assert not rendered.of_kind("Service"), "Kafka and Milvus are external, not Services here"
+    services = rendered.names("Service")
+    assert services == {"shopvec-http"}, f"Kafka and Milvus are external, not Services: {services}"
     # The JSON settings come through kustomize's env files intact.
     env = rendered.container_env(_worker_container(rendered, "indexer"))
     assert isinstance(json.loads(env["SHOPVEC_TOPICS__PARTITIONS"]), dict)
@@ -391,3 +394,32 @@ def test_prod_replaces_development_secrets() -> None:
                 ours, default = getattr(ours, part), getattr(default, part)
             if isinstance(default, SecretStr) and default.get_secret_value():
                 assert ours != default, f"prod/{kind}: {secret_name.env} is the development one"
+
+
+def test_http_deployment_and_service(tree: tuple[str, Rendered]) -> None:
+    """The API and page: its own port setting, probes on its endpoints, reachable in the pod,
+    and a Service that selects its pods by the port's name."""
+    name, rendered = tree
+    deployment = rendered.deployment(HTTP_KIND)
+    pod = deployment["spec"]["template"]["spec"]
+    container = _worker_container(rendered, HTTP_KIND)
+    settings = _settings_of(rendered, HTTP_KIND)
+    assert worker_module(container["args"]) == HTTP_KIND and "command" not in container
+    assert image_repository(container["image"]) == "shopvec"
+    assert container["image"] == _worker_container(rendered, "query")["image"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": settings.http.port}, f"{name}: containerPort vs SHOPVEC_HTTP__PORT"
+    assert settings.http.host == "0.0.0.0", f"{name}: loopback is unreachable from the Service"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] in ("http", settings.http.port)
+    assert pod["terminationGracePeriodSeconds"] > settings.http.timeout_s
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    service = rendered.get("Service", "shopvec-http")
+    assert service is not None, f"{name}: no Service for the HTTP API"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]

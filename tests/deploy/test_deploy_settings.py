@@ -11,7 +11,7 @@ from schemas.wire import DEFAULT_TOPICS
 from tests.deploy.deploykit import (
     COMPOSE_ENV_FILE,
     COMPOSE_FILE,
-    WORKER_KINDS,
+    SERVICE_KINDS,
     Rendered,
     load_settings,
     load_yaml,
@@ -74,7 +74,7 @@ def test_compose_topic_names_are_the_wire_defaults() -> None:
 
 def test_k8s_topic_names_are_the_wire_defaults(tree: tuple[str, Rendered]) -> None:
     name, rendered = tree
-    for kind in WORKER_KINDS:
+    for kind in SERVICE_KINDS:
         container = rendered.deployment(kind)["spec"]["template"]["spec"]["containers"][0]
         settings = load_settings(rendered.container_env(container))
         assert settings.topics.all() == DEFAULT_TOPICS, f"{name}/{kind}"
@@ -82,7 +82,7 @@ def test_k8s_topic_names_are_the_wire_defaults(tree: tuple[str, Rendered]) -> No
 
 def test_k8s_settings_cover_every_setting(tree: tuple[str, Rendered]) -> None:
     name, rendered = tree
-    for kind in WORKER_KINDS:
+    for kind in SERVICE_KINDS:
         pod = rendered.deployment(kind)["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         configmaps = [

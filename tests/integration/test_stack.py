@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,8 +30,11 @@ def test_up_serves_searches_and_down_leaves_nothing_running(tmp_path: Path, wait
         "indexer",
         "query",
         "behaviour",
+        "http",
     }
+    page = f"http://127.0.0.1:{settings.http.port}/"
     try:
+        assert page in shell.run("status")
         products = myntra_products(DEMO_CATALOG)
         batch = [next(products) for _ in range(5)]
         EventPublisher(settings).send_all(batch, progress=False)
@@ -40,6 +45,15 @@ def test_up_serves_searches_and_down_leaves_nothing_running(tmp_path: Path, wait
                 return bool(reply.results) and reply.results[0].product_id == batch[2].id
 
             wait_for(found, 60, "the product through the stack's own workers")
+        # The same search over HTTP, as `curl -s -X POST PAGE/v1/search -d '{...}'` sends it.
+        request = urllib.request.Request(
+            f"{page}v1/search", data=json.dumps({"text": batch[2].title}).encode()
+        )
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            results = json.load(answer)["results"]
+        assert results[0]["product_id"] == batch[2].id and results[0]["thumbnail"]
+        with urllib.request.urlopen(page, timeout=5) as answer:
+            assert b"<form" in answer.read()
     finally:
         shell.run("down", timeout_s=120)
     for proc in procs:

@@ -199,7 +199,12 @@ def test_health_page_and_openapi(client: TestClient) -> None:
 
 # -- property-based: no 500, every answer JSON of the contract --------------------------------
 
-_scalars = st.none() | st.booleans() | st.integers(-5, 300) | st.floats(allow_nan=False)
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 300)
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
 _texts = st.text(max_size=40) | st.sampled_from(["red", "shirt", "蓝色", " ", ""])
 _filters = st.fixed_dictionaries(
     {},
@@ -252,4 +257,40 @@ def test_any_body_gets_the_contract_or_a_json_error(body: Any) -> None:
         assert data["error"]["kind"] in KINDS and data["error"]["message"]
 
 
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    raw=st.binary(max_size=64)
+    | st.sampled_from(
+        [
+            b'{"text": "x", "filters": {"price_min": Infinity}}',
+            b'{"text": "x", "top_k": NaN}',
+            b'{"text": "x", "deadline_ms": 1e400}',
+            b'{"text": "\\ud800"}',
+            b'{"text": "x"} trailing',
+            b"\xff\xfe{}",
+        ]
+    )
+)
+def test_any_bytes_get_a_json_answer(raw: bytes) -> None:
+    with TestClient(
+        create_app(Settings(), _PROPERTY_BACKEND), raise_server_exceptions=False
+    ) as client:
+        response = client.post(
+            "/v1/search", content=raw, headers={"content-type": "application/json"}
+        )
+    assert response.status_code < 500 or response.status_code == 504, response.text
+    if response.status_code != 200:
+        assert response.json()["error"]["kind"] in KINDS
+
+
 _PROPERTY_BACKEND = _backend()
+
+
+def test_curl_default_form_content_type_is_read_as_json(client: TestClient) -> None:
+    response = client.post(
+        "/v1/search",
+        content=b'{"text": "green shoe", "top_k": 1}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["product_id"] == "green-shoe"

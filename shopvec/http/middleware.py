@@ -1,0 +1,111 @@
+"""What happens to a request before a route sees it: the size limit, which refuses a body
+before it is read whole, and JSON read as JSON whatever form content type a bare `curl -d`
+gives it."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shopvec.http.errors import error_body
+
+__all__ = ["BodyLimit", "FormAsJson"]
+
+JSON_PATHS = ("/v1/search", "/v1/events")
+
+
+class FormAsJson:
+    """`curl -d '{"text": ...}'` sends application/x-www-form-urlencoded; the JSON routes take
+    no form, so such a body is read as the JSON it is (and refused with the reason if it is
+    not)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in JSON_PATHS:
+            headers = list(scope.get("headers") or [])
+            for i, (name, value) in enumerate(headers):
+                if name == b"content-type" and value.split(b";")[0].strip().lower() == (
+                    b"application/x-www-form-urlencoded"
+                ):
+                    headers[i] = (b"content-type", b"application/json")
+                    scope = dict(scope, headers=headers)
+                    break
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuses a request body over `max_bytes` with 413, by its Content-Length when it gives
+    one and by counting otherwise; the body is read here (at most max_bytes) and handed on."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                await self._refuse(scope, send, 400, "Content-Length is not a number")
+                return
+            if size > self.max_bytes:
+                await self._too_large(scope, send)
+                return
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_bytes:
+                await self._too_large(scope, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        await self._refuse(
+            scope,
+            send,
+            413,
+            f"the request body is larger than {self.max_bytes} bytes "
+            "(SHOPVEC_HTTP__MAX_BODY_BYTES)",
+        )
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, status: int, message: str) -> None:
+        body = json.dumps(error_body("invalid_request", message)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
