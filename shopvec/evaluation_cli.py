@@ -90,6 +90,12 @@ def _eval_config(settings: Settings, args: argparse.Namespace, **override: Any) 
         "ks": tuple(sorted(set(args.k))),
         "depth": args.depth,
         "alias_prefix": unique_alias_prefix(),
+        "retrievals": tuple(dict.fromkeys(getattr(args, "retrieval", None) or ["dense", "hybrid"])),
+        "hybrid_ranker": getattr(args, "hybrid_ranker", None) or settings.query.hybrid_ranker,
+        "rrf_k": getattr(args, "rrf_k", None) or settings.query.rrf_k,
+        "lexical_weight": settings.query.lexical_weight
+        if getattr(args, "lexical_weight", None) is None
+        else args.lexical_weight,
     }
     values.update(override)
     return EvalConfig(**values)
@@ -115,6 +121,12 @@ def _header(report: EvalReport) -> str:
         f"encoder   {info.model_id} version {info.version}",
         f"store     {cfg.index_type}, {cfg.metric}; image weight {cfg.image_weight}; "
         f"rankings cut at {cfg.depth} after exclusions; MAP over that depth",
+        f"retrieval {' and '.join(cfg.retrievals)}; +bm25 rows: hybrid, ranker "
+        + (
+            f"rrf k={cfg.rrf_k}"
+            if cfg.hybrid_ranker == "rrf"
+            else f"weighted, words {cfg.lexical_weight}"
+        ),
         "indexing  "
         + ", ".join(f"{k} {v:.1f}s" for k, v in report.index_seconds.items())
         + f" (encoding {report.encode_seconds:.1f}s)",
@@ -195,6 +207,17 @@ def _add_eval_arguments(p: argparse.ArgumentParser, fusions: list[str] | None) -
         choices=["HNSW", "IVF_FLAT", "FLAT"],
         help="default: SHOPVEC_MILVUS__INDEX_TYPE",
     )
+    p.add_argument(
+        "--retrieval",
+        nargs="+",
+        choices=["dense", "hybrid"],
+        help="for the scenarios with words: dense, hybrid (rows +bm25) or both (default)",
+    )
+    p.add_argument(
+        "--hybrid-ranker", choices=["rrf", "weighted"], help="default: SHOPVEC_QUERY__HYBRID_RANKER"
+    )
+    p.add_argument("--rrf-k", type=int, help="default: SHOPVEC_QUERY__RRF_K")
+    p.add_argument("--lexical-weight", type=float, help="default: SHOPVEC_QUERY__LEXICAL_WEIGHT")
     p.add_argument("--k", nargs="+", type=int, default=[1, 5, 10], help="cut-offs")
     p.add_argument("--depth", type=int, default=100, help="results kept per query (MAP depth)")
     p.add_argument(

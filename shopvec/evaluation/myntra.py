@@ -130,9 +130,8 @@ def convert_myntra(
             # No body text: the labels that queries are built from would leak into it.
             "text": "",
             "image": f"images/{p['id']}.jpg",
-            "category": "/".join(
-                p[c] for c in ("masterCategory", "subCategory", "articleType") if p[c]
-            ),
+            # No category either: its last level is the articleType the label queries name, and
+            # full-text search matches a product's category path word for word.
             # The first word of a title is not reliably the brand ("U.S. Polo Assn."), so none.
         }
         for p in products

@@ -51,6 +51,12 @@ class EvalConfig:
     query_batch: int = 16
     """Requests per ``SearchService.search_many`` call: the query worker's batch."""
     alias_prefix: str = "eval"
+    retrievals: tuple[Literal["dense", "hybrid"], ...] = ("dense", "hybrid")
+    """For the scenarios with words: vectors only, and vectors with Milvus full-text search
+    (a row named ``<method>+bm25``; only on stores with full-text fields)."""
+    hybrid_ranker: Literal["rrf", "weighted"] = "rrf"
+    rrf_k: int = 60
+    lexical_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.fusions:

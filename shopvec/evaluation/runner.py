@@ -14,6 +14,10 @@ Scenarios, each scored per query set (the prefix of the query ids):
 - ``text2product``: text queries against ``fused_vec``, once per fusion method;
 - ``cross``: queries with words and a photo against ``fused_vec``, once per fusion method.
 
+The scenarios with words through the service (text2image, text2product, cross) are scored dense
+(vectors only) and, on a store with full-text fields, hybrid as well (vectors and Milvus BM25
+search together, a row named ``<method>+bm25``; see shopvec.search.lexical).
+
 Each ranking is cut at ``depth`` after the query's excluded documents are dropped, and MAP is
 computed over that depth; chance levels are those of a random ranking of the same depth over
 the products that the scenario's field can return (its pool: products with a photo for the photo
@@ -45,8 +49,15 @@ from shopvec.evaluation.outcome import (
 )
 from shopvec.fusion import Fusion, FusionMethod
 from shopvec.indexing.pipeline import ImageSource, ProductIndexer
+from shopvec.search.lexical import LEXICAL_FIELD, RetrievalConfig
 from shopvec.search.service import SearchService
-from shopvec.store.base import CollectionSpec, ProductStore, SearchFilter, VectorField
+from shopvec.store.base import (
+    CollectionSpec,
+    HybridRanker,
+    ProductStore,
+    SearchFilter,
+    VectorField,
+)
 
 __all__ = [
     "FUSED_SCENARIOS",
@@ -129,6 +140,8 @@ class _Collection:
     fusion: Fusion
     store: ProductStore
     service: SearchService
+    hybrid: SearchService | None = None
+    """The same collection searched hybrid, where the store has full-text fields."""
 
 
 class _Runner:
@@ -189,10 +202,21 @@ class _Runner:
         finally:
             bar.close()
         self.index_seconds[fusion.key] = time.perf_counter() - started
+
         # Bind the service to the store that was just filled; SearchService is what the query
         # worker runs, with its own limit on top_k raised to what the evaluation asks for.
-        service = SearchService(self.encoder, store, fusion, self.images, max_top_k=MAX_TOP_K)
-        return _Collection(fusion, store, service)
+        def service(retrieval: RetrievalConfig) -> SearchService:
+            return SearchService(
+                self.encoder, store, fusion, self.images, max_top_k=MAX_TOP_K, retrieval=retrieval
+            )
+
+        hybrid = None
+        if "hybrid" in cfg.retrievals and store.lexical:
+            ranker = HybridRanker(cfg.hybrid_ranker, cfg.rrf_k, cfg.lexical_weight)
+            hybrid = service(
+                RetrievalConfig(modes=dict.fromkeys(LEXICAL_FIELD, "hybrid"), ranker=ranker)
+            )
+        return _Collection(fusion, store, service(RetrievalConfig.dense()), hybrid)
 
     def _note(self, batch: Sequence[ProductUpsert], bad: dict[str, str]) -> None:
         for event in batch:
@@ -223,7 +247,11 @@ class _Runner:
         )
 
     def rank(
-        self, queries: list[EvalQuery], scenario: EvalScenario, target: _Collection
+        self,
+        queries: list[EvalQuery],
+        scenario: EvalScenario,
+        target: _Collection,
+        service: SearchService | None = None,
     ) -> tuple[dict[str, list[str]], int]:
         """Rankings by query id, and the number of queries answered with an error."""
         run: dict[str, list[str]] = {}
@@ -240,7 +268,8 @@ class _Runner:
                     run[q.id] = [h.id for h in hits]
                 continue
             requests = [self._request(i, q, scenario) for i, q in chunk]
-            for (_, q), reply in zip(chunk, target.service.search_many(requests), strict=True):
+            answers = (service or target.service).search_many(requests)
+            for (_, q), reply in zip(chunk, answers, strict=True):
                 if reply.error is not None:
                     errors += 1
                     run[q.id] = []
@@ -290,12 +319,18 @@ class _Runner:
             chance=chance_levels(reachable, len(pool), cfg.ks, depth=cfg.depth, exclude=excluded),
         )
         for target in targets:
-            name = target.fusion.key if scenario in FUSED_SCENARIOS else _FIELD[scenario]
-            started = time.perf_counter()
-            run, errors = self.rank(queries, scenario, target)
-            block.seconds[name] = time.perf_counter() - started
-            block.errors[name] = errors
-            block.methods[name] = evaluate(run, qrels, cfg.ks, exclude=excluded)
+            base = target.fusion.key if scenario in FUSED_SCENARIOS else _FIELD[scenario]
+            variants: list[tuple[str, SearchService | None]] = []
+            if "dense" in cfg.retrievals or scenario not in LEXICAL_FIELD:
+                variants.append((base, None))
+            if target.hybrid is not None and scenario in LEXICAL_FIELD:
+                variants.append((f"{base}+bm25", target.hybrid))
+            for name, service in variants:
+                started = time.perf_counter()
+                run, errors = self.rank(queries, scenario, target, service)
+                block.seconds[name] = time.perf_counter() - started
+                block.errors[name] = errors
+                block.methods[name] = evaluate(run, qrels, cfg.ks, exclude=excluded)
             bar.update(len(queries))
         return block
 
