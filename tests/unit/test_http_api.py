@@ -6,10 +6,8 @@ breaks the contract."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,59 +15,18 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from PIL import Image
 
-from schemas import ProductImage, ProductUpsert, SearchReply
-from shopvec.encoders import HashingEncoder
-from shopvec.fusion import Fusion
+from schemas import SearchReply
 from shopvec.http import MemoryBackend, ProductView, create_app
-from shopvec.imaging import ImageLoader
-from shopvec.indexing import ProductIndexer
-from shopvec.search import SearchService
-from shopvec.settings import HttpSettings, ImageFetchSettings, Settings
-from shopvec.store import CollectionSpec, InMemoryProductStore
+from shopvec.settings import HttpSettings, Settings
+from tests.unit.http_fakes import COLOURS, memory_backend, png
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-COLOURS = {"red": (220, 10, 10), "green": (10, 200, 10), "blue": (10, 10, 220)}
 KINDS = {"invalid_request", "unsupported", "internal", "timeout"}
-
-
-def png(rgb: tuple[int, int, int]) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (24, 24), rgb).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _backend() -> MemoryBackend:
-    enc = HashingEncoder()
-    fusion = Fusion("weighted", 0.5, enc.info.joint_dim)
-    store = InMemoryProductStore(
-        CollectionSpec("p", enc.info, fusion.key, fusion.fused_dim, "COSINE")
-    )
-    # No host is allowed: a URL in a search is refused before any lookup (no network here).
-    images = ImageLoader(ImageFetchSettings(allow_hosts=["images.invalid"]))
-    products = [
-        ProductUpsert(
-            id=f"{name}-{kind}",
-            version=1,
-            updated_at=T0,
-            title=f"{name} {kind}",
-            category_path=["Apparel", kind.title()],
-            brand="Acme" if i % 2 else "Zed",
-            price=10 + i,
-            in_stock=kind == "shirt",
-            images=[ProductImage(data_base64=base64.b64encode(png(rgb)).decode())],
-        )
-        for i, (name, rgb) in enumerate(COLOURS.items())
-        for kind in ("shirt", "shoe")
-    ]
-    ProductIndexer(enc, store, images, fusion).apply(products)
-    return MemoryBackend(SearchService(enc, store, fusion, images, max_top_k=50), store)
 
 
 @pytest.fixture(scope="module")
 def backend() -> MemoryBackend:
-    return _backend()
+    return memory_backend()
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +240,7 @@ def test_any_bytes_get_a_json_answer(raw: bytes) -> None:
         assert response.json()["error"]["kind"] in KINDS
 
 
-_PROPERTY_BACKEND = _backend()
+_PROPERTY_BACKEND = memory_backend()
 
 
 def test_curl_default_form_content_type_is_read_as_json(client: TestClient) -> None:
