@@ -3,15 +3,23 @@
 #   docker build -t shopvec:latest .                                   # CPU-only torch (default)
 #   docker build --build-arg TORCH_VARIANT=cuda -t shopvec:cuda .      # CUDA torch, see below
 #
+# Dependencies come from requirements-lock.txt (`./dev lock` makes it from pyproject.toml): every
+# package pinned, installed with pip --require-hashes, the same lock ./dev and CI install from.
+#
 # Build arguments
 #   TORCH_VARIANT     cpu (default): torch and torchvision come from the PyTorch CPU index
-#                     (TORCH_CPU_INDEX), a much smaller image with no CUDA libraries.
-#                     cuda: they come from the default package index, whose Linux x86_64 wheels
-#                     are CUDA builds that carry the CUDA runtime as pip packages; the host needs
-#                     only the NVIDIA driver and the NVIDIA container toolkit.
+#                     (TORCH_CPU_INDEX), at the lock's versions, a much smaller image with no
+#                     CUDA libraries; their hashes there differ from the lock's (which are the
+#                     default index's), so these two are pinned by version only. Everything
+#                     else, less the CUDA packages, comes from the lock with its hashes.
+#                     cuda: the whole lock, hashes included: the default index's Linux x86_64
+#                     torch is a CUDA build that carries the CUDA runtime as pip packages; the
+#                     host needs only the NVIDIA driver and the NVIDIA container toolkit.
 #   TORCH_CPU_INDEX   the index for TORCH_VARIANT=cpu.
 #   TORCH_CUDA_INDEX  optional, for TORCH_VARIANT=cuda: a PyTorch index that pins one CUDA
-#                     version (for example .../whl/cu128); empty means the default index.
+#                     version (for example .../whl/cu128); torch, torchvision and their CUDA
+#                     packages then come from it by version, outside the lock's hashes; empty
+#                     means the lock, hashes included.
 #   MODEL_DIR         a folder in the build context copied to /models in the image: bake the
 #                     weights of the "clip" encoder backend into the image by putting the
 #                     checkpoint folder under models/ (models/clip-vit-b-32/) and passing
@@ -22,7 +30,7 @@
 #   PYTHON_IMAGE      the base image of both stages (they must match: the virtual environment
 #                     is copied from one to the other).
 #
-# The torch and torchvision versions are not repeated here: they are read from pyproject.toml.
+# The torch and torchvision versions are not repeated here: they are read from the lock.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -45,20 +53,23 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 
 # Dependencies first, in their own layer, so a change of the code does not reinstall torch.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements-lock.txt ./
+COPY deploy/lock_subset.py /tmp/lock_subset.py
 RUN set -eu; \
-    python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(deps))" > /tmp/requirements.txt; \
-    grep -E '^(torch|torchvision)==' /tmp/requirements.txt > /tmp/torch.txt; \
+    subset="python /tmp/lock_subset.py requirements-lock.txt"; \
+    $subset --only --pins torch torchvision > /tmp/torch.txt; \
     case "$TORCH_VARIANT" in \
-      cpu) pip install --index-url "$TORCH_CPU_INDEX" -r /tmp/torch.txt ;; \
+      cpu) pip install --no-deps --index-url "$TORCH_CPU_INDEX" -r /tmp/torch.txt; \
+           $subset torch torchvision triton 'nvidia-*' 'cuda-*' > /tmp/requirements.txt ;; \
       cuda) if [ -n "$TORCH_CUDA_INDEX" ]; then \
               pip install --index-url "$TORCH_CUDA_INDEX" -r /tmp/torch.txt; \
+              $subset torch torchvision triton 'nvidia-*' 'cuda-*' > /tmp/requirements.txt; \
             else \
-              pip install -r /tmp/torch.txt; \
+              cp requirements-lock.txt /tmp/requirements.txt; \
             fi ;; \
       *) echo "TORCH_VARIANT must be cpu or cuda, not '$TORCH_VARIANT'" >&2; exit 2 ;; \
     esac; \
-    pip install -r /tmp/requirements.txt
+    pip install --require-hashes -r /tmp/requirements.txt
 
 COPY shopvec ./shopvec
 COPY schemas ./schemas
