@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from shopvec.encoders.base import Encoder
+from shopvec.errors import is_transient
 from shopvec.fusion import Fusion
 from shopvec.settings import Settings
 from shopvec.store.base import CollectionSpec
@@ -105,6 +106,11 @@ def collection_spec(settings: Settings, encoder: Encoder, fusion: Fusion) -> Col
     )
 
 
+MILVUS_CONNECT_WAIT_S = 300.0
+"""How long a connection to Milvus is tried at start before the process gives up (and its
+supervisor starts it again)."""
+
+
 def milvus_client(settings: Settings, timeout_s: float | None = None) -> MilvusClient:
     """A client of the configured Milvus; every part of the project connects through this."""
     from pymilvus import MilvusClient
@@ -117,13 +123,24 @@ def milvus_client(settings: Settings, timeout_s: float | None = None) -> MilvusC
         # GOAWAY "too many pings", and a client that then reconnects can be refused the same
         # way. Ping only while calls are in flight there.
         options["grpc_options"] = {"grpc.keepalive_permit_without_calls": False}
-    return MilvusClient(
-        uri=settings.milvus_uri(),
-        token=m.token.get_secret_value() if m.token else "",
-        db_name=m.db_name,
-        timeout=m.timeout_s if timeout_s is None else timeout_s,
-        **options,
-    )
+    # A worker that starts while Milvus restarts waits for it rather than exiting at once.
+    deadline = time.monotonic() + MILVUS_CONNECT_WAIT_S
+    delay = 0.5
+    while True:
+        try:
+            return MilvusClient(
+                uri=settings.milvus_uri(),
+                token=m.token.get_secret_value() if m.token else "",
+                db_name=m.db_name,
+                timeout=m.timeout_s if timeout_s is None else timeout_s,
+                **options,
+            )
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("Milvus is not answering (%s); trying again in %.1fs", exc, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 10.0)
 
 
 def build_store(settings: Settings, spec: CollectionSpec) -> MilvusProductStore:
