@@ -47,6 +47,19 @@ written; the runtime pauses the partitions beyond it."""
 _STOP = object()
 
 
+def offset_ranges(messages: list[Message]) -> dict[str, list[int]]:
+    """Per partition, the first and last offset among messages: what a log line needs to say
+    which records a batch covered."""
+    out: dict[str, list[int]] = {}
+    for msg in messages:
+        part, offset = str(msg.partition()), msg.offset()
+        if offset is None:
+            continue
+        first, last = out.get(part, [offset, offset])
+        out[part] = [min(first, offset), max(last, offset)]
+    return out
+
+
 @dataclass(frozen=True)
 class Tombstone:
     """A record with no value on a compacted topic: its key is the product to remove."""
@@ -194,6 +207,21 @@ class IndexerService:
             kind: ErrorKind = getattr(error, "kind", "unprocessable")
             work.batch.reject(source[id(event)], kind, f"product {event.id}: {error}")
         self._record(outcome)
+        log.info(
+            "batch written: %d products written, %d deleted, %d unchanged, %d reused; "
+            "%d texts and %d photos encoded",
+            outcome.written,
+            outcome.deleted,
+            outcome.stale,
+            outcome.reused,
+            outcome.encoded_texts,
+            outcome.encoded_images,
+            extra={
+                "offsets": offset_ranges(work.batch.messages),
+                "encoded_texts": outcome.encoded_texts,
+                "encoded_images": outcome.encoded_images,
+            },
+        )
         work.batch.finish()
 
     def _record(self, outcome: IndexOutcome) -> None:
