@@ -26,6 +26,7 @@ __all__ = ["add_bench_encoder_arguments", "add_commands", "cmd_bench_encoders"]
 
 _SCENARIOS = ("text2image", "image2image", "text2text", "text2product", "cross")
 _FUSIONS = ("weighted", "concat", "attention")
+_WEIGHTINGS = ("confidence", "agreement", "fixed")
 _BACKENDS = ("offline", "clip", "hashing")
 
 
@@ -93,6 +94,10 @@ def _eval_config(settings: Settings, args: argparse.Namespace, **override: Any) 
         "retrievals": tuple(dict.fromkeys(getattr(args, "retrieval", None) or ["dense", "hybrid"])),
         "hybrid_ranker": getattr(args, "hybrid_ranker", None) or settings.query.hybrid_ranker,
         "rrf_k": getattr(args, "rrf_k", None) or settings.query.rrf_k,
+        "weightings": tuple(
+            dict.fromkeys(getattr(args, "weighting", None) or [settings.encoder.photo_weighting])
+        ),
+        "photo_crops": (False,) if getattr(args, "no_crops", False) else (False, True),
         "lexical_weight": settings.query.lexical_weight
         if getattr(args, "lexical_weight", None) is None
         else args.lexical_weight,
@@ -185,7 +190,11 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_eval_arguments(p: argparse.ArgumentParser, fusions: list[str] | None) -> None:
+def _add_eval_arguments(
+    p: argparse.ArgumentParser,
+    fusions: list[str] | None,
+    weightings: list[str] | None = None,
+) -> None:
     p.add_argument("--backend", choices=_BACKENDS, help="default: SHOPVEC_ENCODER__BACKEND")
     p.add_argument("--model-path", help="clip backend: default SHOPVEC_ENCODER__MODEL_PATH")
     p.add_argument(
@@ -201,6 +210,20 @@ def _add_eval_arguments(p: argparse.ArgumentParser, fusions: list[str] | None) -
         + ")",
     )
     p.add_argument("--image-weight", type=float, help="default: SHOPVEC_ENCODER__IMAGE_WEIGHT")
+    p.add_argument(
+        "--weighting",
+        nargs="+",
+        choices=_WEIGHTINGS,
+        default=weightings,
+        help="how a photo is weighed in the fused vector, a collection each (default: "
+        + (" ".join(weightings) if weightings else "SHOPVEC_ENCODER__PHOTO_WEIGHTING")
+        + ")",
+    )
+    p.add_argument(
+        "--no-crops",
+        action="store_true",
+        help="photo queries searched whole only (default: whole, and as crops in a +crops row)",
+    )
     p.add_argument("--metric", choices=["COSINE", "L2"], help="default: SHOPVEC_ENCODER__METRIC")
     p.add_argument(
         "--index-type",
@@ -234,15 +257,21 @@ def _add_eval_arguments(p: argparse.ArgumentParser, fusions: list[str] | None) -
 
 def cmd_convert(settings: Settings, args: argparse.Namespace) -> int:
     from shopvec.evaluation.myntra import convert_myntra
+    from shopvec.evaluation.shopper import convert_shopper
 
-    summary = convert_myntra(
-        args.source,
-        args.dest,
-        seed=args.seed,
-        n_title=args.n_title,
-        n_image=args.n_image,
-        images=args.images,
-    )
+    if args.source_kind == "shopper":
+        summary = convert_shopper(
+            args.source, args.dest, seed=args.seed, n_queries=args.n_image, images=args.images
+        )
+    else:
+        summary = convert_myntra(
+            args.source,
+            args.dest,
+            seed=args.seed,
+            n_title=args.n_title,
+            n_image=args.n_image,
+            images=args.images,
+        )
     sets = ", ".join(f"{prefix}: {n}" for prefix, n in summary.queries.items())
     print(
         f"{args.dest}: {summary.products} products, queries {sets}; "
@@ -391,16 +420,23 @@ def add_commands(sub: Any) -> None:
     )
     ev.add_argument("--json", action="store_true", help="print JSON instead of tables")
     ev.add_argument("--plot", type=Path, help="also draw the results to this PNG")
-    _add_eval_arguments(ev, list(_FUSIONS))
+    _add_eval_arguments(ev, list(_FUSIONS), list(_WEIGHTINGS))
     ev.set_defaults(func=cmd_eval)
 
     conv = sub.add_parser("convert", help="turn a source data set into an evaluation set")
-    conv.add_argument("source_kind", choices=["myntra"])
+    conv.add_argument(
+        "source_kind",
+        choices=["myntra", "shopper"],
+        help="myntra: the sample as it is; shopper: its corpus, and shoppers' photos made from "
+        "its photos as queries (--n-image of them)",
+    )
     conv.add_argument("source", type=Path, help="folder with styles.csv and images/")
     conv.add_argument("dest", type=Path, help="folder to write the evaluation set to")
     conv.add_argument("--seed", type=int, default=13)
     conv.add_argument("--n-title", type=int, default=200, help="title queries to sample")
-    conv.add_argument("--n-image", type=int, default=200, help="photo queries to sample")
+    conv.add_argument(
+        "--n-image", type=int, default=200, help="photo (or shopper photo) queries to sample"
+    )
     conv.add_argument("--images", choices=["copy", "symlink", "hardlink"], default="copy")
     conv.set_defaults(func=cmd_convert)
 

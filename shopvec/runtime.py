@@ -89,6 +89,7 @@ def build_fusion(settings: Settings, encoder: Encoder) -> Fusion:
         method=settings.encoder.fusion,
         image_weight=settings.encoder.image_weight,
         joint_dim=encoder.info.joint_dim,
+        weighting=settings.encoder.photo_weighting,
     )
 
 
@@ -259,6 +260,7 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
     from shopvec.imaging import ImageLoader
     from shopvec.search import SearchService
     from shopvec.search.lexical import RetrievalConfig
+    from shopvec.search.photo_crops import PhotoCrops
     from shopvec.store.base import HybridRanker
 
     encoder = encoder or build_encoder(settings)
@@ -277,6 +279,7 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
             {str(k): v for k, v in q.retrieval.items()},
             HybridRanker(q.hybrid_ranker, q.rrf_k, q.lexical_weight),
         ),
+        photo_crops=PhotoCrops() if q.photo_crops else None,
     )
 
 

@@ -131,6 +131,12 @@ class EncoderSettings(BaseModel):
     batch_size: int = Field(default=32, ge=1, le=1024)
     fusion: Literal["weighted", "concat", "attention"] = "weighted"
     image_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    photo_weighting: Literal["confidence", "agreement", "fixed"] = Field(
+        default="confidence",
+        description="a photo's weight in the fused vector: image_weight scaled by the "
+        "encoder's confidence in it (confidence), by that and by its agreement with the words "
+        "(agreement), or image_weight alone (fixed)",
+    )
     metric: Literal["COSINE", "L2"] = "COSINE"
     alignment_path: str | None = Field(
         default=None,
@@ -216,6 +222,12 @@ class QuerySettings(BaseModel):
     rrf_k: int = Field(default=60, ge=1, description="the rrf ranker's k: 1 / (k + rank)")
     lexical_weight: float = Field(
         default=0.5, ge=0.0, le=1.0, description="the weighted ranker's weight of the full-text leg"
+    )
+    photo_crops: bool = Field(
+        default=False,
+        description="photo queries (image2image) also searched as a grid of crops of their "
+        "photo, each product scored by its best crop: for shoppers' photos, where the product "
+        "is small or cut off on a cluttered background",
     )
 
 

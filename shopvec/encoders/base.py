@@ -44,6 +44,13 @@ class ImageBatchVectors:
     shows, for encoders whose photos reach the words' space by an estimate (the offline
     default's ConSE); fusion scales a photo's weight by it. None: fully, as for models trained
     to align photos with words (the CLIP family)."""
+    regions: np.ndarray | None = None
+    """(n, r, joint_dim) float32, unit rows: each photo's regions in the joint space (the cells
+    of the photo model's last feature map, or a ViT's patch tokens), for attention fusion; None
+    where the encoder gives none."""
+    region_confidence: np.ndarray | None = None
+    """(n, r) float32 in [0, 1]: the confidence of each region's joint vector, as
+    ``confidence`` is the photo's; None: fully."""
 
 
 @runtime_checkable

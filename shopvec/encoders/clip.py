@@ -4,6 +4,13 @@ Loads CLIP, Chinese-CLIP, SigLIP, or any other checkpoint whose model offers
 ``get_text_features`` and ``get_image_features``, strictly from local files (a folder or the
 hub cache). The checkpoint's own tokenizer and image processor do the preprocessing, so the
 vectors match what the model was trained on.
+
+Regions: for checkpoints with a ViT image tower and a visual projection (CLIP, Chinese-CLIP),
+each patch token of the last layer goes through the tower's final layer norm and the
+projection, as the class token does to become the photo's vector, so the patches land in the
+joint space (the route MaskCLIP takes); attention fusion lets the words attend over them. The
+tower runs once for both. SigLIP pools its patches with an attention head of its own and
+has no such projection: its photos come without regions.
 """
 
 from __future__ import annotations
@@ -94,6 +101,13 @@ class ClipFamilyEncoder:
         self._padding: str | bool = "max_length" if pad_to_max_length else True
         self._text_args = _named_parameters(model.get_text_features)
         self._image_args = _named_parameters(model.get_image_features)
+        vision = getattr(model, "vision_model", None)
+        self.gives_regions = (
+            callable(getattr(model, "visual_projection", None))
+            and vision is not None
+            and callable(getattr(vision, "post_layernorm", None))
+            and "pixel_values" in self._image_args
+        )
         joint_dim = self._probe_dim()
         self._info = EncoderInfo(
             model_id=model_id, version=version, joint_dim=joint_dim, visual_dim=joint_dim
@@ -200,10 +214,20 @@ class ClipFamilyEncoder:
     def encode_images(self, images: Sequence[torch.Tensor]) -> ImageBatchVectors:
         checked = check_images(images)
         out = np.empty((len(checked), self._info.joint_dim), dtype=np.float32)
+        regions: list[np.ndarray] = []
         with self._lock:
             for part in batch_slices(len(checked), self._batch_size):
-                out[part] = self._image_features(checked[part])
-        return ImageBatchVectors(visual=out, joint=out)
+                out[part], patches = self._image_features_and_regions(checked[part])
+                if patches is not None:
+                    regions.append(patches)
+        stacked = None
+        if self.gives_regions:
+            stacked = (
+                np.concatenate(regions)
+                if regions
+                else np.zeros((0, 0, self._info.joint_dim), np.float32)
+            )
+        return ImageBatchVectors(visual=out, joint=out, regions=stacked)
 
     def _text_features(self, texts: list[str]) -> np.ndarray:
         encoded = self._tokenizer(
@@ -219,6 +243,11 @@ class ClipFamilyEncoder:
         return l2_normalise(features.float().cpu().numpy())
 
     def _image_features(self, images: list[torch.Tensor]) -> np.ndarray:
+        return self._image_features_and_regions(images)[0]
+
+    def _image_features_and_regions(
+        self, images: list[torch.Tensor]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         # The processor's resize, crop, rescale and normalise run on the CPU: the inputs are
         # decoded there, and the checkpoint's own processor is the reference preprocessing.
         processed = self._image_processor(
@@ -228,8 +257,20 @@ class ClipFamilyEncoder:
         )
         inputs = self._model_inputs(processed, self._image_args)
         with torch.inference_mode():
-            features = _features_tensor(self._model.get_image_features(**inputs))
-        return l2_normalise(features.float().cpu().numpy())
+            if not self.gives_regions:
+                features = _features_tensor(self._model.get_image_features(**inputs))
+                return l2_normalise(features.float().cpu().numpy()), None
+            # What get_image_features does (the class token, normed, projected), with the
+            # patch tokens taken the same way from the same pass.
+            tower = self._model.vision_model(pixel_values=inputs["pixel_values"])
+            features = self._model.visual_projection(tower.pooler_output)
+            patches = self._model.visual_projection(
+                self._model.vision_model.post_layernorm(tower.last_hidden_state[:, 1:])
+            )
+        return (
+            l2_normalise(features.float().cpu().numpy()),
+            l2_normalise(patches.float().cpu().numpy()),
+        )
 
     def _model_inputs(
         self, encoded: Mapping[str, Any], accepted: frozenset[str]

@@ -28,10 +28,13 @@ class HashingEncoder:
         visual_dim: int = 24,
         seed: int = 7,
         photo_confidence: float | None = None,
+        regions: bool = False,
     ) -> None:
         """photo_confidence: reported for every photo (None: none reported), for tests of
-        what fusion does with it."""
+        what fusion does with it; regions: also give the four quadrants of each photo as its
+        regions, projected as the photo is."""
         self._photo_confidence = photo_confidence
+        self.gives_regions = regions
         rng = np.random.default_rng(seed)
         self._text_proj = rng.standard_normal((_BUCKETS, joint_dim)).astype(np.float32)
         self._image_proj = rng.standard_normal((48, joint_dim)).astype(np.float32)
@@ -56,15 +59,29 @@ class HashingEncoder:
 
     def encode_images(self, images: Sequence[torch.Tensor]) -> ImageBatchVectors:
         self.images_seen += len(images)
-        hists = np.zeros((len(images), 48), dtype=np.float32)
-        for row, img in enumerate(images):
-            for channel in range(3):
-                h = torch.histc(img[channel].float(), bins=16, min=0, max=255)
-                hists[row, channel * 16 : (channel + 1) * 16] = h.numpy() / max(img[0].numel(), 1)
+        hists = np.stack([_histogram(img) for img in images]) if images else np.zeros((0, 48))
+        regions = None
+        if self.gives_regions:
+            quads = np.zeros((len(images), 4, 48), dtype=np.float32)
+            for row, img in enumerate(images):
+                h, w = max(img.shape[1] // 2, 1), max(img.shape[2] // 2, 1)
+                for q, (y, x) in enumerate(((0, 0), (0, w), (h, 0), (h, w))):
+                    part = img[:, y : y + h, x : x + w]
+                    quads[row, q] = _histogram(part if part.numel() else img)
+            regions = l2_normalise(quads @ self._image_proj)
         return ImageBatchVectors(
             visual=l2_normalise(hists @ self._visual_proj),
             joint=l2_normalise(hists @ self._image_proj),
             confidence=None
             if self._photo_confidence is None
             else np.full(len(images), self._photo_confidence, np.float32),
+            regions=regions,
         )
+
+
+def _histogram(img: torch.Tensor) -> np.ndarray:
+    out = np.zeros(48, dtype=np.float32)
+    for channel in range(3):
+        h = torch.histc(img[channel].float(), bins=16, min=0, max=255)
+        out[channel * 16 : (channel + 1) * 16] = h.numpy() / max(img[0].numel(), 1)
+    return out

@@ -1,6 +1,9 @@
 """The offline default encoder: real pretrained weights that ship inside registry packages.
 
-- Photos: EfficientNet-Lite0 (ImageNet) pooled features, the visual space for photo-to-photo.
+- Photos: EfficientNet-Lite0 (ImageNet) features of the last feature map (7 by 7 cells of 1280
+  channels), pooled by a generalised mean of power 3 (GeM, Radenović et al. 2018): the visual
+  space for photo-to-photo. GeM weighs the cells where a channel fires strongly more than the
+  plain mean does, so a small object on a large background counts for more.
 - Words: multilingual Universal Sentence Encoder v3 (16 languages, Chinese among them), the
   joint space.
 - Photos into the joint space: zero-shot by convex combination of semantic embeddings (ConSE,
@@ -12,6 +15,12 @@
   belief on one label, and shrinks as the belief leaks out of the top T or spreads over labels
   whose embeddings disagree. Fusion scales the photo's weight by it (`ImageBatchVectors.
   confidence`), so a photo the classifier cannot name moves a product's fused vector less.
+- Regions: each of the 49 cells of the last feature map goes the same way into the words'
+  space: the classifier's head applied to the cell's features, its top-T labels mixed, the
+  mixture's length the cell's confidence. The head is linear and the classifier's own input is
+  the mean of the cells, so the photo's logits are the mean of its cells' logits: the regions
+  reach the joint space by the very route the whole photo does, at the cost of one more
+  matrix product per photo. Attention fusion lets the words attend over them.
 """
 
 from __future__ import annotations
@@ -36,7 +45,8 @@ __all__ = ["OfflineEncoder"]
 
 _IMAGE_SIZE = 224
 _CONSE_TOP = 10
-_VERSION = "2"
+_VERSION = "3"
+_GEM_POWER = 3.0
 
 
 def _imagenet_labels() -> list[str]:
@@ -62,7 +72,11 @@ def _efficientnet_lite0() -> nn.Module:
 class OfflineEncoder:
     """EfficientNet-Lite0 + multilingual USE + ConSE. Safe to share between threads."""
 
-    def __init__(self, *, threads: int | None = None, batch_size: int = 32) -> None:
+    def __init__(
+        self, *, threads: int | None = None, batch_size: int = 32, regions: bool = True
+    ) -> None:
+        """regions: also give each photo's 49 region vectors (for attention fusion)."""
+        self.gives_regions = regions
         if threads:
             torch.set_num_threads(threads)
         self._batch_size = batch_size
@@ -84,6 +98,10 @@ class OfflineEncoder:
     @cached_property
     def _label_vectors(self) -> np.ndarray:
         return self._encode_texts_unlocked(_imagenet_labels())
+
+    @cached_property
+    def _label_tensor(self) -> torch.Tensor:
+        return torch.from_numpy(self._label_vectors)
 
     @cached_property
     def info(self) -> EncoderInfo:
@@ -139,19 +157,26 @@ class OfflineEncoder:
                 visual=np.zeros((0, 1280), np.float32),
                 joint=np.zeros((0, 512), np.float32),
                 confidence=np.zeros(0, np.float32),
+                regions=np.zeros((0, 49, 512), np.float32) if self.gives_regions else None,
+                region_confidence=np.zeros((0, 49), np.float32) if self.gives_regions else None,
             )
         with self._lock:
             labels = self._label_vectors
             model = self._image_model
-            visual, probs = [], []
+            visual, probs, regions, region_conf = [], [], [], []
             with torch.inference_mode():
                 for start in range(0, len(images), self._batch_size):
                     x = self._preprocess(images[start : start + self._batch_size])
                     fmap = model.extract_features(x)
                     pooled = fmap.mean(dim=(2, 3))
                     logits = model._fc(pooled)
-                    visual.append(pooled.numpy())
+                    gem = fmap.clamp(min=1e-6).pow(_GEM_POWER).mean(dim=(2, 3))
+                    visual.append(gem.pow(1.0 / _GEM_POWER).numpy())
                     probs.append(torch.softmax(logits, dim=-1).numpy())
+                    if self.gives_regions:
+                        joint, conf = self._regions(model, fmap)
+                        regions.append(joint)
+                        region_conf.append(conf)
         p = np.concatenate(probs)
         # ConSE: keep the top T labels and mix their embeddings with the probabilities as
         # weights. Renormalising the weights would not change the direction, only the length,
@@ -164,6 +189,22 @@ class OfflineEncoder:
             visual=l2_normalise(np.concatenate(visual)),
             joint=l2_normalise(joint),
             confidence=confidence,
+            regions=np.concatenate(regions) if regions else None,
+            region_confidence=np.concatenate(region_conf) if region_conf else None,
+        )
+
+    def _regions(self, model: Any, fmap: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """ConSE per cell of the feature map: (b, 49, 512) unit rows and (b, 49) lengths."""
+        b, c, h, w = fmap.shape
+        cells = fmap.flatten(2).transpose(1, 2).reshape(b * h * w, c)
+        p = torch.softmax(model._fc(cells), dim=-1)
+        weights, top = torch.topk(p, _CONSE_TOP, dim=-1)
+        mixed = torch.einsum("nt,ntd->nd", weights, self._label_tensor[top])
+        length = mixed.norm(dim=-1)
+        unit = mixed / length.clamp(min=1e-12)[:, None]
+        return (
+            unit.reshape(b, h * w, -1).numpy().astype(np.float32, copy=False),
+            length.clamp(0.0, 1.0).reshape(b, h * w).numpy().astype(np.float32, copy=False),
         )
 
 

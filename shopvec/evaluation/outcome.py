@@ -10,7 +10,7 @@ from typing import Any, Literal
 from schemas.search import MAX_TOP_K
 from shopvec.encoders.base import EncoderInfo
 from shopvec.evaluation.metrics import DEFAULT_KS, Evaluation
-from shopvec.fusion import FusionMethod
+from shopvec.fusion import FusionMethod, PhotoWeighting
 from shopvec.similarity import Metric
 from shopvec.store.base import VectorField
 
@@ -57,10 +57,18 @@ class EvalConfig:
     hybrid_ranker: Literal["rrf", "weighted"] = "rrf"
     rrf_k: int = 60
     lexical_weight: float = 0.5
+    weightings: tuple[PhotoWeighting, ...] = ("confidence",)
+    """How each fusion method weighs a photo (``shopvec.fusion``): a collection per method and
+    weighting, rows named ``<method><weight>`` plus ``agree`` or ``fixed``."""
+    photo_crops: tuple[bool, ...] = (False,)
+    """Photo queries (image2image) searched whole (False), and whole and as crops (True: a row
+    named ``visual_vec+crops``; see shopvec.search.photo_crops)."""
 
     def __post_init__(self) -> None:
         if not self.fusions:
             raise ValueError("at least one fusion method is needed")
+        if not self.weightings or not self.photo_crops:
+            raise ValueError("at least one photo weighting and one photo-crop choice are needed")
         if not 1 <= self.depth <= MAX_TOP_K:
             raise ValueError(f"depth must be between 1 and {MAX_TOP_K}, not {self.depth}")
         if max(self.ks) > self.depth:

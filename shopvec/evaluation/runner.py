@@ -47,9 +47,10 @@ from shopvec.evaluation.outcome import (
     EvalReport,
     EvalScenario,
 )
-from shopvec.fusion import Fusion, FusionMethod
+from shopvec.fusion import Fusion, FusionMethod, PhotoWeighting
 from shopvec.indexing.pipeline import ImageSource, ProductIndexer
 from shopvec.search.lexical import LEXICAL_FIELD, RetrievalConfig
+from shopvec.search.photo_crops import PhotoCrops
 from shopvec.search.service import SearchService
 from shopvec.store.base import (
     CollectionSpec,
@@ -142,6 +143,8 @@ class _Collection:
     service: SearchService
     hybrid: SearchService | None = None
     """The same collection searched hybrid, where the store has full-text fields."""
+    crops: SearchService | None = None
+    """The same collection with photo queries searched as crops too."""
 
 
 class _Runner:
@@ -170,12 +173,17 @@ class _Runner:
 
     # -- indexing ---------------------------------------------------------------------------
 
-    def build(self, method: FusionMethod, first: bool) -> _Collection:
+    def build(self, method: FusionMethod, weighting: PhotoWeighting, first: bool) -> _Collection:
         cfg = self.config
         info = self.encoder.info
-        fusion = Fusion(method=method, image_weight=cfg.image_weight, joint_dim=info.joint_dim)
+        fusion = Fusion(
+            method=method,
+            image_weight=cfg.image_weight,
+            joint_dim=info.joint_dim,
+            weighting=weighting,
+        )
         spec = CollectionSpec(
-            alias=f"{cfg.alias_prefix}_{method}",
+            alias=f"{cfg.alias_prefix}_{fusion.key}",
             encoder=info,
             fusion_key=fusion.key,
             fused_dim=fusion.fused_dim,
@@ -205,9 +213,15 @@ class _Runner:
 
         # Bind the service to the store that was just filled; SearchService is what the query
         # worker runs, with its own limit on top_k raised to what the evaluation asks for.
-        def service(retrieval: RetrievalConfig) -> SearchService:
+        def service(retrieval: RetrievalConfig, crops: PhotoCrops | None = None) -> SearchService:
             return SearchService(
-                self.encoder, store, fusion, self.images, max_top_k=MAX_TOP_K, retrieval=retrieval
+                self.encoder,
+                store,
+                fusion,
+                self.images,
+                max_top_k=MAX_TOP_K,
+                retrieval=retrieval,
+                photo_crops=crops,
             )
 
         hybrid = None
@@ -216,7 +230,8 @@ class _Runner:
             hybrid = service(
                 RetrievalConfig(modes=dict.fromkeys(LEXICAL_FIELD, "hybrid"), ranker=ranker)
             )
-        return _Collection(fusion, store, service(RetrievalConfig.dense()), hybrid)
+        crops = service(RetrievalConfig.dense(), PhotoCrops()) if True in cfg.photo_crops else None
+        return _Collection(fusion, store, service(RetrievalConfig.dense()), hybrid, crops)
 
     def _note(self, batch: Sequence[ProductUpsert], bad: dict[str, str]) -> None:
         for event in batch:
@@ -321,8 +336,13 @@ class _Runner:
         for target in targets:
             base = target.fusion.key if scenario in FUSED_SCENARIOS else _FIELD[scenario]
             variants: list[tuple[str, SearchService | None]] = []
-            if "dense" in cfg.retrievals or scenario not in LEXICAL_FIELD:
+            crops = scenario == "image2image" and target.crops is not None
+            if ("dense" in cfg.retrievals or scenario not in LEXICAL_FIELD) and (
+                False in cfg.photo_crops or not crops
+            ):
                 variants.append((base, None))
+            if crops:
+                variants.append((f"{base}+crops", target.crops))
             if target.hybrid is not None and scenario in LEXICAL_FIELD:
                 variants.append((f"{base}+bm25", target.hybrid))
             for name, service in variants:
@@ -358,7 +378,9 @@ def run_evaluation(
     # Without a fused scenario the fusion method changes nothing that is searched.
     fused = any(s in FUSED_SCENARIOS for _, s in wanted)
     methods = config.fusions if fused else config.fusions[:1]
-    collections = [runner.build(m, first=i == 0) for i, m in enumerate(methods)]
+    weightings = config.weightings if fused else config.weightings[:1]
+    pairs = [(m, w) for m in methods for w in weightings]
+    collections = [runner.build(m, w, first=i == 0) for i, (m, w) in enumerate(pairs)]
 
     total = sum(
         len(qs) * (len(collections) if s in FUSED_SCENARIOS else 1) for (_, s), qs in wanted.items()

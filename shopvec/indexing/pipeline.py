@@ -233,12 +233,9 @@ class ProductIndexer:
                 return False
             if which == "text":
                 return bool(out.text_hashes[e.id]) and s.text_hash == out.text_hashes[e.id]
-            # Attention pools the photos with the title, so new words need the photos again.
-            if (
-                self._fusion.method == "attention"
-                and len(e.images) > 1
-                and s.text_hash != out.text_hashes[e.id]
-            ):
+            # Attention pools the photos (and their regions) with the title, so new words need
+            # the photos again.
+            if self._fusion.method == "attention" and s.text_hash != out.text_hashes[e.id]:
                 return False
             return bool(out.image_hashes[e.id]) and s.image_hash == out.image_hashes[e.id]
 
@@ -311,7 +308,7 @@ class ProductIndexer:
             text = text_by_id.get(e.id)
             if text is None and e.id in p.reuse_text:
                 text = old["text_vec"]
-            joint_photos = visual = confidence = None
+            joint_photos = visual = confidence = regions = region_conf = None
             if e.id in p.photos and not any(img.url for img in e.images):
                 p.thumbnails[e.id] = thumbnail_data_uri(p.photos[e.id][0])
             if e.id in p.photos:
@@ -320,6 +317,10 @@ class ProductIndexer:
                 if confidences is not None:
                     confidence = confidences[cursor : cursor + n]
                 visual = _mean_unit(image_vecs.visual[cursor : cursor + n])
+                if image_vecs.regions is not None:
+                    regions = image_vecs.regions[cursor : cursor + n]
+                if image_vecs.region_confidence is not None:
+                    region_conf = image_vecs.region_confidence[cursor : cursor + n]
                 cursor += n
             elif e.id in p.reuse_image:
                 joint_photos = old["image_vec"][None, :]
@@ -337,7 +338,13 @@ class ProductIndexer:
                 p.text_hashes[e.id],
                 p.image_hashes[e.id],
                 p.colours.get(e.id, "") if joint_photos is not None else "",
+                regions=regions,
+                region_confidence=region_conf,
             )
+            if e.id in p.reuse_text and e.id in p.reuse_image and "fused_vec" in old:
+                # Nothing the vectors come from changed; the stored fused vector may hold what
+                # the photos' regions gave, which are not kept.
+                row["fused_vec"] = old["fused_vec"]
             if p.thumbnails.get(e.id):
                 row["doc"]["thumbnail"] = p.thumbnails[e.id]
             rows.append(row)
@@ -388,12 +395,17 @@ class ProductIndexer:
         text_hash: str,
         image_hash: str,
         colours: str = "",
+        *,
+        regions: np.ndarray | None = None,
+        region_confidence: np.ndarray | None = None,
     ) -> dict[str, Any]:
         """confidence: the encoder's, per photo (None: it gives none). colours: the colour
-        words of the photos."""
+        words of the photos. regions: the photos' region vectors, for attention fusion."""
         has_image = joint_photos is not None
         has_text = text is not None
-        fused, pooled = self._fusion.fuse_with_confidence(text, joint_photos, confidence)
+        fused, pooled = self._fusion.fuse_with_confidence(
+            text, joint_photos, confidence, regions=regions, region_confidence=region_confidence
+        )
         image_vec = _mean_unit(joint_photos) if joint_photos is not None else None
         main = next((img.url for img in e.images if img.url), None)
         return {

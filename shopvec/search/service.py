@@ -33,6 +33,7 @@ from shopvec.fusion import Fusion
 from shopvec.indexing.pipeline import ImageSource
 from shopvec.search.combine import Scored, combine
 from shopvec.search.lexical import LEXICAL_FIELD, RetrievalConfig, lexical_parts
+from shopvec.search.photo_crops import PhotoCrops
 from shopvec.search.plan import Leg, Plan, filters_from_request, legs_for
 from shopvec.store.base import Hit, ProductStore
 
@@ -55,7 +56,10 @@ class SearchService:
         max_top_k: int = 100,
         personaliser: Personaliser | None = None,
         retrieval: RetrievalConfig | None = None,
+        photo_crops: PhotoCrops | None = None,
     ) -> None:
+        """photo_crops: also search photo queries as crops of their photo (None: whole)."""
+        self._photo_crops = photo_crops
         self._encoder = encoder
         self._store = store
         self._fusion = fusion
@@ -81,6 +85,8 @@ class SearchService:
             p.legs = legs_for(p, self._fusion, self._fetch_limit(p.request))
             self._make_hybrid(p)
         self._run([p.legs[0] for p in searching if p.legs])
+        if self._photo_crops is not None:
+            self._photo_crops.refine(searching, self._encoder, self._images, self._store)
         now = time.perf_counter()
         for p in searching:
             late = p.deadline is not None and now > p.deadline

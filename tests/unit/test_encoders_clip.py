@@ -309,3 +309,22 @@ def test_hub_id_loads_from_the_cache_only(
 
     with pytest.raises(FileNotFoundError, match="never downloads"):
         ClipFamilyEncoder.from_pretrained("shop/not-cached", cache_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_patch_tokens_are_the_regions_in_the_joint_space(
+    family: str, encoders: dict[str, ClipFamilyEncoder]
+) -> None:
+    encoder = encoders[family]
+    images = _images()
+    vectors = encoder.encode_images(images)
+    if family == "siglip":  # its patches are pooled by a head of its own, with no projection
+        assert not encoder.gives_regions and vectors.regions is None
+        return
+    assert encoder.gives_regions and vectors.regions is not None
+    # The tiny test tower: 32 by 32 inputs in patches of 8, so 16 patches a photo.
+    assert vectors.regions.shape == (len(images), 16, encoder.info.joint_dim)
+    np.testing.assert_allclose(np.linalg.norm(vectors.regions, axis=2), 1.0, atol=1e-5)
+    assert vectors.region_confidence is None
+    empty = encoder.encode_images([])
+    assert empty.regions is not None and empty.regions.shape[0] == 0

@@ -49,3 +49,31 @@ def test_a_photo_encodes_alike_alone_and_in_a_batch(
         np.testing.assert_allclose(alone.visual[0], batch.visual[i], atol=1e-5)
         np.testing.assert_allclose(alone.joint[0], batch.joint[i], atol=1e-5)
         assert abs(float(alone.confidence[0]) - float(batch.confidence[i])) < 1e-5
+        assert alone.regions is not None and batch.regions is not None
+        np.testing.assert_allclose(alone.regions[0], batch.regions[i], atol=1e-4)
+
+
+def test_regions_reach_the_words_space_as_the_photo_does(
+    encoder: OfflineEncoder, photos: list[torch.Tensor]
+) -> None:
+    got = encoder.encode_images(photos[:3])
+    assert got.regions is not None and got.region_confidence is not None
+    assert got.regions.shape == (3, 49, 512)
+    np.testing.assert_allclose(np.linalg.norm(got.regions, axis=2), 1.0, atol=1e-5)
+    assert ((got.region_confidence >= 0) & (got.region_confidence <= 1)).all()
+    # The classifier's head is linear and its input is the mean of the cells: the photo's logits
+    # are the mean of its cells' logits, so the cells say what the photo says, each for its part.
+    x = encoder._preprocess(photos[:1])
+    with torch.inference_mode():
+        fmap = encoder._image_model.extract_features(x)
+        head = encoder._image_model._fc
+        cells = head(fmap.flatten(2).transpose(1, 2))
+        whole = head(fmap.mean(dim=(2, 3)))
+        torch.testing.assert_close(cells.mean(dim=1), whole, atol=1e-4, rtol=1e-4)
+    # The visual vector pools the same map by a generalised mean (power 3).
+    gem = fmap.clamp(min=1e-6).pow(3).mean(dim=(2, 3)).pow(1 / 3)
+    want = (gem / gem.norm(dim=1, keepdim=True)).numpy()
+    np.testing.assert_allclose(got.visual[:1], want, atol=1e-5)
+    without = OfflineEncoder(threads=1, regions=False).encode_images(photos[:1])
+    assert without.regions is None
+    np.testing.assert_allclose(without.joint[0], got.joint[0], atol=1e-5)

@@ -256,10 +256,17 @@ def test_eval_command(tmp_path: Path) -> None:
     plot = tmp_path / "plot.png"
     args = ["eval", str(root), "--backend", "hashing", "--in-memory", "--quiet", "--no-cache"]
     with redirect_stdout(out):
-        code = main([*args, "--json", "--plot", str(plot), "--fusion", "weighted", "concat"])
+        options = ["--fusion", "weighted", "concat", "--weighting", "confidence", "fixed"]
+        code = main([*args, "--json", "--plot", str(plot), *options])
     assert code == 0
     payload = json.loads(out.getvalue())
-    assert payload["results"]["label/text2product"].keys() == {"weighted50", "concat50"}
+    assert payload["results"]["label/text2product"].keys() == {
+        "weighted50",
+        "weighted50fixed",
+        "concat50",
+        "concat50fixed",
+    }
+    assert payload["results"]["image/image2image"].keys() == {"visual_vec", "visual_vec+crops"}
     assert payload["chance"]["image/image2image"]["P@1"] == pytest.approx(1 / 11)
     assert plot.read_bytes().startswith(b"\x89PNG")
 
@@ -291,3 +298,48 @@ def test_convert_command(tmp_path: Path) -> None:
         assert main(["convert", "myntra", str(source), str(tmp_path / "dest")]) == 0
     assert "3 products" in out.getvalue()
     assert len(load_dataset(tmp_path / "dest").corpus) == 3
+
+
+def test_cache_keeps_the_photo_regions(tmp_path: Path) -> None:
+    photos = [torch.full((3, 8, 8), v, dtype=torch.uint8) for v in (10, 200)]
+    cached = CachingEncoder(HashingEncoder(regions=True), tmp_path / "c")
+    first = cached.encode_images(photos)
+    assert first.regions is not None and first.regions.shape == (2, 4, cached.info.joint_dim)
+    cached.save()
+    again_inner = HashingEncoder(regions=True)
+    again = CachingEncoder(again_inner, tmp_path / "c")
+    second = again.encode_images(photos)
+    assert again_inner.images_seen == 0
+    assert second.regions is not None
+    np.testing.assert_allclose(second.regions, first.regions, atol=2e-3)  # kept as float16
+    # A cache made without regions is not enough for an encoder that gives them.
+    plain = CachingEncoder(HashingEncoder(), tmp_path / "d")
+    plain.encode_images(photos)
+    plain.save()
+    (tmp_path / "d" / f"{plain.info.key}.npz").replace(tmp_path / "c" / f"{plain.info.key}.npz")
+    (tmp_path / "c" / f"{plain.info.key}.regions.npz").unlink()
+    wants = HashingEncoder(regions=True)
+    CachingEncoder(wants, tmp_path / "c").encode_images(photos)
+    assert wants.images_seen == 2
+
+
+def test_weightings_and_photo_crops_each_get_a_row(
+    dataset: EvalDataset, images: ImageLoader
+) -> None:
+    config = EvalConfig(
+        fusions=("weighted", "attention"),
+        weightings=("confidence", "fixed"),
+        photo_crops=(False, True),
+    )
+    report = run_evaluation(
+        dataset, HashingEncoder(regions=True), InMemoryProductStore, images, config
+    )
+    by_name = {b.name: b for b in report.blocks}
+    assert list(by_name["label/text2product"].methods) == [
+        "weighted50",
+        "weighted50fixed",
+        "attention50",
+        "attention50fixed",
+    ]
+    assert list(by_name["image/image2image"].methods) == ["visual_vec", "visual_vec+crops"]
+    _in_range(report)
