@@ -16,14 +16,38 @@ import pytest
 
 from shopvec.encoders.offline import OfflineEncoder
 from shopvec.kafka.admin import ensure_topics
-from shopvec.settings import KafkaSettings, Settings, StackSettings, TopicSettings
+from shopvec.settings import (
+    KafkaSettings,
+    MilvusSettings,
+    Settings,
+    StackSettings,
+    TopicSettings,
+)
 from shopvec.stack import EmbeddedStack, free_port
+from tests.integration.containers import docker_unavailable, stack_choice, start_containers
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The embedded broker and Milvus Lite, or the official images (tests/integration/
+    containers.py: TEST_STACK=containers or auto)."""
+    choice = stack_choice()
+    if choice != "embedded":
+        why_not = docker_unavailable()
+        if why_not is None:
+            with start_containers(free_port) as images:
+                yield Settings(
+                    kafka=KafkaSettings(
+                        bootstrap_servers=images.bootstrap_servers, session_timeout_ms=6000
+                    ),
+                    milvus=MilvusSettings(uri=images.milvus_uri),
+                    stack=StackSettings(home=tmp_path_factory.mktemp("stack")),
+                )
+            return
+        if choice == "containers":
+            pytest.skip(f"TEST_STACK=containers, but {why_not}")
     settings = Settings(
         kafka=KafkaSettings(session_timeout_ms=6000),
         stack=StackSettings(
