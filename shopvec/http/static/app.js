@@ -110,25 +110,44 @@ function record(result, type) {
     .catch(() => {});
 }
 
-function bars(result) {
+// Each modality's score as a bar. Similarities (0 to 1) are drawn as they are; a score on
+// another scale (BM25's, for the words) is drawn against the highest one on the page.
+function scoreRows(result) {
   const explanation = result.explanation || {};
   const rows = [];
-  const scores = explanation.scores || {};
-  for (const [name, value] of Object.entries(scores)) {
-    if (typeof value === "number") rows.push([name.replace(/_vec$/, ""), value]);
+  for (const [name, value] of Object.entries(explanation.scores || {})) {
+    if (typeof value === "number") rows.push([name, name.replace(/_(vec|sparse)$/, ""), value]);
   }
   if (explanation.personalised) {
     for (const name of ["taste", "cf"]) {
-      if (typeof explanation[name] === "number") rows.push([name === "cf" ? "others" : name, explanation[name]]);
+      if (typeof explanation[name] === "number") {
+        rows.push([name, name === "cf" ? "others" : name, explanation[name]]);
+      }
     }
   }
-  if (!rows.length) rows.push(["score", result.score]);
+  if (!rows.length) rows.push(["score", "score", result.score]);
+  return rows;
+}
+
+function scales(results) {
+  const highest = {};
+  for (const result of results) {
+    for (const [key, , value] of scoreRows(result)) {
+      highest[key] = Math.max(highest[key] || 0, value);
+    }
+  }
+  const out = {};
+  for (const [key, value] of Object.entries(highest)) out[key] = value > 1 ? value : 1;
+  return out;
+}
+
+function bars(result, scale) {
   const box = document.createElement("div");
   box.className = "bars";
   box.setAttribute("role", "group");
   box.setAttribute("aria-label", "Why this result: score per modality");
-  for (const [name, value] of rows) {
-    const id = "m-" + result.rank + "-" + name;
+  for (const [key, name, value] of scoreRows(result)) {
+    const id = "m-" + result.rank + "-" + key;
     const label = document.createElement("label");
     label.htmlFor = id;
     label.textContent = name;
@@ -136,7 +155,7 @@ function bars(result) {
     meter.id = id;
     meter.min = 0;
     meter.max = 1;
-    meter.value = Math.max(0, Math.min(1, value));
+    meter.value = Math.max(0, Math.min(1, value / (scale[key] || 1)));
     meter.textContent = value.toFixed(3);
     const number = document.createElement("span");
     number.textContent = value.toFixed(2);
@@ -156,7 +175,7 @@ function price(result) {
   return (currency ? currency + " " : "") + result.price;
 }
 
-function card(result) {
+function card(result, scale) {
   const item = document.createElement("li");
   const src = result.thumbnail || result.image_url || "";
   if (IMAGE_SOURCE.test(src)) {
@@ -191,7 +210,7 @@ function card(result) {
     badge.textContent = "for you";
     item.append(badge);
   }
-  item.append(bars(result));
+  item.append(bars(result, scale));
   const more = document.createElement("button");
   more.type = "button";
   more.className = "plain";
@@ -203,8 +222,8 @@ function card(result) {
 }
 
 function draw(results) {
-  const list = $("results");
-  list.replaceChildren(...results.map(card));
+  const scale = scales(results);
+  $("results").replaceChildren(...results.map((result) => card(result, scale)));
 }
 
 function setPhoto(file) {
