@@ -18,7 +18,7 @@ import logging
 import struct
 from collections.abc import Sequence
 
-from shopvec.kafka.wire_rewrite import Endpoint, request_header, rewrite_response
+from shopvec.kafka.wire_rewrite import REWRITTEN, Endpoint, request_header, rewrite_response
 
 __all__ = ["CompatListener", "main"]
 
@@ -97,7 +97,8 @@ class CompatListener:
     ) -> None:
         while (payload := await _read_frame(reader)) is not None:
             api_key, api_version, correlation_id = request_header(payload)
-            pending[correlation_id] = (api_key, api_version)
+            if api_key in REWRITTEN:  # only these; a produce with acks=0 gets no response
+                pending[correlation_id] = (api_key, api_version)
             writer.write(_frame(payload))
             await writer.drain()
 

@@ -21,6 +21,7 @@ __all__ = [
     "API_VERSIONS",
     "FIND_COORDINATOR",
     "METADATA",
+    "REWRITTEN",
     "Endpoint",
     "request_header",
     "rewrite_response",
@@ -29,6 +30,7 @@ __all__ = [
 API_VERSIONS = 18
 METADATA = 3
 FIND_COORDINATOR = 10
+REWRITTEN = frozenset({API_VERSIONS, METADATA, FIND_COORDINATOR})
 
 # Tagged fields of the ApiVersions response body whose value is the default one.
 _DEFAULT_TAGS = {
