@@ -53,8 +53,9 @@ def milvus_stores(uri: str | None = None, *, timeout_s: float = 60.0) -> Iterato
     # pymilvus logs an ERROR for every lookup of an alias that does not exist yet, which is how
     # MilvusProductStore.ensure learns it must create one; Milvus Lite's in-process server logs
     # one for each call the client makes that it does not implement (AllocTimestamp), with no
-    # effect on the results. Neither is news to the reader of an evaluation.
-    quiet = [logging.getLogger(name) for name in ("pymilvus", "grpc._server")]
+    # effect on the results; jieba, which analyses the full-text fields, says at DEBUG that it
+    # loaded its dictionary. None is news to the reader of an evaluation.
+    quiet = [logging.getLogger(name) for name in ("pymilvus", "grpc._server", "jieba")]
     levels = [logger.level for logger in quiet]
     for logger in quiet:
         logger.setLevel(logging.CRITICAL)

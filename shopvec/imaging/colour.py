@@ -36,9 +36,9 @@ class ColourName:
 # Each name with one or more sRGB references (shades of it that photos show); a pixel takes the
 # name of its nearest reference in CIELAB.
 _REFERENCES: tuple[tuple[str, str, tuple[tuple[int, int, int], ...]], ...] = (
-    ("black", "黑色", ((15, 15, 15), (40, 40, 45))),
-    ("white", "白色", ((250, 250, 250), (232, 232, 228))),
-    ("grey", "灰色", ((128, 128, 128), (90, 90, 95), (180, 180, 180))),
+    ("black", "黑色", ((20, 20, 20),)),
+    ("white", "白色", ((245, 245, 245),)),
+    ("grey", "灰色", ((128, 128, 128),)),
     ("red", "红色", ((200, 30, 40), (160, 20, 30), (230, 60, 60))),
     ("maroon", "栗色", ((110, 20, 35),)),
     ("pink", "粉色", ((240, 150, 180), (220, 90, 140), (250, 200, 210))),
