@@ -12,12 +12,14 @@ import logging
 import os
 import random
 import signal
+import socket
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -59,9 +61,11 @@ class _Run:
     rng: random.Random
     stop: threading.Event = field(default_factory=threading.Event)
     kills: list[Kill] = field(default_factory=list)
+    outages: list[Kill] = field(default_factory=list)
+    """Milvus restarts: what every worker waits out."""
     milvus_restarts: int = 0
     delivered: list[Delivered] = field(default_factory=list)
-    searches: list[Future[SearchReply]] = field(default_factory=list)
+    searches: list[tuple[float, Future[SearchReply]]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -84,6 +88,12 @@ def _ready(child: ChildStatus | None) -> bool:
         return False
 
 
+def _answers(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _paced(items: Sequence[Any], seconds: float, stop: threading.Event) -> Iterator[Any]:
     """items spread evenly over `seconds`."""
     started = time.monotonic()
@@ -97,11 +107,17 @@ def _paced(items: Sequence[Any], seconds: float, stop: threading.Event) -> Itera
 # -- load ---------------------------------------------------------------------------------------
 
 
-def _publish_catalogue(run: _Run, events: Sequence[ProductEvent], seconds: float) -> None:
+def _publish_catalogue(
+    run: _Run, events: Sequence[ProductEvent], seconds: float, bursts: int = 10
+) -> None:
+    """In bursts, so that the indexer often holds a backlog when it is killed."""
     publisher = EventPublisher(run.settings)
-    for event in _paced(events, seconds, run.stop):
-        publisher.send(event)
-    publisher.flush()
+    size = -(-len(events) // bursts)
+    chunks = [events[i : i + size] for i in range(0, len(events), size)]
+    for chunk in _paced(chunks, seconds, run.stop):
+        for event in chunk:
+            publisher.send(event)
+        publisher.flush()
 
 
 def _publish_clicks(run: _Run, events: Sequence[UserEvent | ForgetUser], seconds: float) -> None:
@@ -141,29 +157,46 @@ def _search(run: _Run, client: SearchClient, queries: Sequence[str], rate: float
     while not run.stop.is_set():
         text = run.rng.choice(queries)
         user = f"shopper-{run.rng.randrange(50)}" if run.rng.random() < 0.5 else None
+        sent = run.elapsed()
         future = client.send(client.build_request(text, top_k=10, user_id=user))
         with run.lock:
-            run.searches.append(future)
+            run.searches.append((sent, future))
         run.stop.wait(1.0 / rate)
 
 
-def _search_outcomes(searches: Sequence[Future[SearchReply]], timeout_s: float) -> dict[str, Any]:
+def _search_outcomes(run: _Run, timeout_s: float) -> dict[str, Any]:
+    """Replies and their absence. The query worker drops requests older than
+    max_request_age_s (their clients have given up), so a request sent while it or Milvus
+    was down may go unanswered; any other unanswered request is counted apart."""
+    age = run.settings.query.max_request_age_s
+    outages = [
+        (k.at_s - age, k.back_s)
+        for k in [*run.outages, *run.kills]
+        if k.worker in ("query", "milvus") and k.back_s is not None
+    ]
     deadline = time.monotonic() + timeout_s
-    ok = errors = 0
+    ok = errors = elsewhere = 0
     kinds: dict[str, int] = {}
-    for future in searches:
+    for sent, future in run.searches:
         try:
             reply = future.result(max(0.0, deadline - time.monotonic()))
         except Exception:
             errors += 1
-            kinds["timeout"] = kinds.get("timeout", 0) + 1
+            kinds["no_reply"] = kinds.get("no_reply", 0) + 1
+            elsewhere += not any(a <= sent <= b for a, b in outages)
             continue
         if reply.error is None:
             ok += 1
         else:
             errors += 1
+            elsewhere += 1
             kinds[reply.error.kind] = kinds.get(reply.error.kind, 0) + 1
-    return {"search_ok": ok, "search_errors": errors, "search_error_kinds": kinds}
+    return {
+        "search_ok": ok,
+        "search_errors": errors,
+        "search_error_kinds": kinds,
+        "search_errors_outside_restarts": elsewhere,
+    }
 
 
 # -- faults ---------------------------------------------------------------------------------------
@@ -200,8 +233,22 @@ def _wait_ready(run: _Run, name: str, timeout_s: float = 600) -> ChildStatus:
     raise TimeoutError(f"{name} not ready again within {timeout_s:.0f}s")
 
 
+def _await_batch(log_file: Path, timeout_s: float) -> None:
+    """Until the indexer logs its next written batch: it is busy, with more in flight."""
+    deadline = time.monotonic() + timeout_s
+    with open(log_file, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        while time.monotonic() < deadline:
+            line = f.readline()
+            if not line:
+                time.sleep(0.05)
+            elif b"batch written" in line:
+                return
+
+
 def _killer(run: _Run, worker: str, kills: int, seconds: float) -> None:
-    """`kills` SIGKILLs of the worker, each at a seeded moment while it is up and ready."""
+    """`kills` SIGKILLs of the worker, each at a seeded moment while it is up and ready (the
+    indexer's just after it wrote a batch, when others are in flight)."""
     rng = random.Random(run.rng.random())
     slot = seconds / kills
     for k in range(kills):
@@ -210,14 +257,24 @@ def _killer(run: _Run, worker: str, kills: int, seconds: float) -> None:
         child = _wait_ready(run, worker)
         time.sleep(max(0.0, due - time.monotonic()))
         child = _wait_ready(run, worker)
+        if worker == "indexer":
+            _await_batch(run.stack.home / "logs" / "indexer.log", slot / 2)
+            time.sleep(rng.uniform(0.0, 0.5))
         assert child.pid is not None
         with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signal.SIGKILL)
-        at = run.elapsed()
-        kill = Kill(worker, child.pid, at, _committed(run.settings, worker))
+        kill = Kill(worker, child.pid, run.elapsed(), _committed(run.settings, worker))
+        _wait_ready(run, worker)
+        kill.back_s = run.elapsed()
         with run.lock:
             run.kills.append(kill)
-        log.info("killed %s (pid %s) at %.1fs", worker, child.pid, at)
+        log.info(
+            "killed %s (pid %s) at %.1fs, ready again at %.1fs",
+            worker,
+            child.pid,
+            kill.at_s,
+            kill.back_s,
+        )
 
 
 def _milvus_restart(run: _Run, at_s: float) -> None:
@@ -228,8 +285,16 @@ def _milvus_restart(run: _Run, at_s: float) -> None:
         run.errors.append("Milvus Lite was not running at its kill")
         return
     os.kill(child.pid, signal.SIGKILL)
+    kill = Kill("milvus", child.pid, run.elapsed())
+    while not run.stop.is_set():
+        child = run.child("milvus")
+        if child is not None and child.alive() and child.port and _answers(child.port):
+            break
+        time.sleep(0.1)
+    kill.back_s = run.elapsed()
     run.milvus_restarts += 1
-    log.info("killed Milvus Lite (pid %s) at %.1fs", child.pid, run.elapsed())
+    run.outages.append(kill)
+    log.info("killed Milvus Lite at %.1fs, answering again at %.1fs", kill.at_s, kill.back_s)
 
 
 # -- settling and checking ------------------------------------------------------------------------
@@ -355,7 +420,7 @@ def run_chaos_bench(
         )
         run.stop.set()
         searcher.join()
-        result.update(_search_outcomes(run.searches, 120))
+        result.update(_search_outcomes(run, 120))
 
         upserts = [e for e in plan.expected.values() if e.kind == "upsert"]
         fresh = fresh_vectors(s, upserts)
@@ -363,12 +428,21 @@ def run_chaos_bench(
         users_check = check_users(users_store, expected_users)
         encoding = check_reencoding(stack.home / "logs" / "indexer.log", run.kills)
         per_worker = {w: sum(k.worker == w for k in run.kills) for w in CHAOS_WORKERS}
+        downtime = {
+            w: [
+                round(k.back_s - k.at_s, 1)
+                for k in run.kills + run.outages
+                if k.worker == w and k.back_s is not None
+            ]
+            for w in (*CHAOS_WORKERS, "milvus")
+        }
         restarts = {c.name: c.restarts for c in stack.supervised()}
         result.update(
             {
                 "kills": per_worker,
                 "kills_total": len(run.kills),
                 "milvus_restarts": run.milvus_restarts,
+                "seconds_until_ready_again": downtime,
                 "supervisor_restarts": restarts,
                 "lost": products_check["lost"] + users_check["lost"],
                 "doubled": products_check["doubled"] + users_check["doubled"],

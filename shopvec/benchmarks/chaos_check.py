@@ -58,6 +58,8 @@ class Kill:
     at_s: float
     committed: dict[int, int] = field(default_factory=dict)
     """The worker group's committed offsets right after the kill, per partition."""
+    back_s: float | None = None
+    """When it answered (was ready) again."""
 
 
 def _cos_gap(a: np.ndarray, b: np.ndarray) -> float:

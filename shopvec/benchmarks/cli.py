@@ -70,6 +70,39 @@ def _broker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _chaos(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.benchmarks.chaos import run_chaos_bench
+
+    result = run_chaos_bench(
+        settings,
+        products=args.products,
+        clicks=args.clicks,
+        users=args.users,
+        kills=args.kills,
+        seconds=args.seconds,
+        search_rate=args.search_rate,
+        seed=args.seed,
+        soak_minutes=args.soak_minutes,
+    )
+    _print(result, args.json)
+    return 0 if result["lost"] == result["doubled"] == result["mismatched"] == 0 else 1
+
+
+def _http(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.benchmarks.http import run_http_bench
+
+    result = run_http_bench(
+        settings,
+        products=args.products,
+        rate=args.rate,
+        requests=args.requests,
+        rounds=args.rounds,
+        kinds=tuple(args.kinds),
+    )
+    _print(result, args.json)
+    return 0
+
+
 def _encoders(settings: Settings, args: argparse.Namespace) -> int:
     from shopvec.evaluation_cli import cmd_bench_encoders
 
@@ -117,6 +150,31 @@ def add_bench_commands(sub: Any) -> None:
     broker.add_argument("--probes", type=int, default=100, help="round trips timed at each")
     broker.set_defaults(func=_broker)
 
+    chaos = kinds.add_parser(
+        "chaos", help="kill -9 every worker and Milvus under load; compare the end state"
+    )
+    chaos.add_argument("--products", type=int, default=1000, help="distinct products")
+    chaos.add_argument("--clicks", type=int, default=10_000, help="user events")
+    chaos.add_argument("--users", type=int, default=300)
+    chaos.add_argument("--kills", type=int, default=5, help="SIGKILLs per worker")
+    chaos.add_argument("--seconds", type=float, default=240.0, help="how long the load lasts")
+    chaos.add_argument("--search-rate", type=float, default=2.0, help="searches per second")
+    chaos.add_argument("--seed", type=int, default=7)
+    chaos.add_argument(
+        "--soak-minutes", type=float, default=0.0, help="then a steady load this long"
+    )
+    chaos.set_defaults(func=_chaos)
+
+    web = kinds.add_parser(
+        "http", help="search latency over the HTTP API against the Python Kafka client"
+    )
+    web.add_argument("--products", type=int, default=10_000, help="the collection's size")
+    web.add_argument("--rate", type=float, default=20.0, help="requests per second")
+    web.add_argument("--requests", type=int, default=500, help="per query kind and side")
+    web.add_argument("--rounds", type=int, default=25, help="alternating Kafka and HTTP rounds")
+    web.add_argument("--kinds", nargs="+", choices=["text", "image"], default=["text", "image"])
+    web.set_defaults(func=_http)
+
     enc = kinds.add_parser("encoders", help="images/s and texts/s per backend and batch size")
     add_bench_encoder_arguments(enc)
     enc.set_defaults(func=_encoders)
@@ -127,6 +185,6 @@ def add_bench_commands(sub: Any) -> None:
     beh.add_argument("--cache", type=Path, help="where the data set is kept")
     beh.set_defaults(func=_behaviour)
 
-    for parser in (ingest, query, broker, enc, beh):
+    for parser in (ingest, query, broker, chaos, web, enc, beh):
         if not any(a.dest == "json" for a in parser._actions):
             parser.add_argument("--json", action="store_true")

@@ -314,11 +314,20 @@ class StreamRuntime(Generic[T]):
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned |= {tp.partition for tp in partitions}
         self.health.assigned.set()
+        log.info(
+            "%s: partitions assigned %s, now holding %s",
+            self.worker,
+            sorted(tp.partition for tp in partitions),
+            sorted(self._assigned),
+        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish and store what is in flight while the partitions are still ours, then commit,
         # so the next owner starts after it instead of doing it again.
         self._assigned -= {tp.partition for tp in partitions}
+        log.info(
+            "%s: partitions revoked %s", self.worker, sorted(tp.partition for tp in partitions)
+        )
         self._drain()
         try:
             consumer.commit(asynchronous=False)
