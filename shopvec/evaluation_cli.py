@@ -92,7 +92,11 @@ def _eval_config(settings: Settings, args: argparse.Namespace, **override: Any) 
         "depth": args.depth,
         "alias_prefix": unique_alias_prefix(),
         "retrievals": tuple(dict.fromkeys(getattr(args, "retrieval", None) or ["dense", "hybrid"])),
-        "hybrid_ranker": getattr(args, "hybrid_ranker", None) or settings.query.hybrid_ranker,
+        "hybrid_rankers": {
+            str(scenario): getattr(args, "hybrid_ranker", None)
+            or (mode if mode != "dense" else "rrf")
+            for scenario, mode in settings.query.retrieval.items()
+        },
         "rrf_k": getattr(args, "rrf_k", None) or settings.query.rrf_k,
         "weightings": tuple(
             dict.fromkeys(getattr(args, "weighting", None) or [settings.encoder.photo_weighting])
@@ -127,11 +131,8 @@ def _header(report: EvalReport) -> str:
         f"store     {cfg.index_type}, {cfg.metric}; image weight {cfg.image_weight}; "
         f"rankings cut at {cfg.depth} after exclusions; MAP over that depth",
         f"retrieval {' and '.join(cfg.retrievals)}; +bm25 rows: hybrid, ranker "
-        + (
-            f"rrf k={cfg.rrf_k}"
-            if cfg.hybrid_ranker == "rrf"
-            else f"weighted, words {cfg.lexical_weight}"
-        ),
+        + ", ".join(f"{k} {v}" for k, v in cfg.hybrid_rankers.items())
+        + f" (rrf k={cfg.rrf_k}, weighted: words {cfg.lexical_weight})",
         "indexing  "
         + ", ".join(f"{k} {v:.1f}s" for k, v in report.index_seconds.items())
         + f" (encoding {report.encode_seconds:.1f}s)",
@@ -237,7 +238,9 @@ def _add_eval_arguments(
         help="for the scenarios with words: dense, hybrid (rows +bm25) or both (default)",
     )
     p.add_argument(
-        "--hybrid-ranker", choices=["rrf", "weighted"], help="default: SHOPVEC_QUERY__HYBRID_RANKER"
+        "--hybrid-ranker",
+        choices=["rrf", "weighted"],
+        help="for every scenario (default: per scenario, SHOPVEC_QUERY__RETRIEVAL)",
     )
     p.add_argument("--rrf-k", type=int, help="default: SHOPVEC_QUERY__RRF_K")
     p.add_argument("--lexical-weight", type=float, help="default: SHOPVEC_QUERY__LEXICAL_WEIGHT")

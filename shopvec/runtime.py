@@ -261,7 +261,6 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
     from shopvec.search import SearchService
     from shopvec.search.lexical import RetrievalConfig
     from shopvec.search.photo_crops import PhotoCrops
-    from shopvec.store.base import HybridRanker
 
     encoder = encoder or build_encoder(settings)
     fusion = build_fusion(settings, encoder)
@@ -276,8 +275,7 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
         max_top_k=q.max_top_k,
         personaliser=build_personaliser(settings, store),
         retrieval=RetrievalConfig(
-            {str(k): v for k, v in q.retrieval.items()},
-            HybridRanker(q.hybrid_ranker, q.rrf_k, q.lexical_weight),
+            {str(k): v for k, v in q.retrieval.items()}, q.rrf_k, q.lexical_weight
         ),
         photo_crops=PhotoCrops() if q.photo_crops else None,
     )

@@ -177,11 +177,11 @@ class IndexerSettings(BaseModel):
 
 
 HybridScenario = Literal["text2image", "text2product", "cross"]
-RetrievalMode = Literal["dense", "hybrid"]
+RetrievalMode = Literal["dense", "rrf", "weighted"]
 
 
 def _default_retrieval() -> dict[HybridScenario, RetrievalMode]:
-    return {"text2image": "hybrid", "text2product": "hybrid", "cross": "hybrid"}
+    return {"text2image": "rrf", "text2product": "weighted", "cross": "weighted"}
 
 
 class QuerySettings(BaseModel):
@@ -213,15 +213,16 @@ class QuerySettings(BaseModel):
     )
     retrieval: dict[HybridScenario, RetrievalMode] = Field(
         default_factory=_default_retrieval,
-        description="per scenario with words: dense (vectors only) or hybrid (vectors and "
-        "Milvus full-text search together); a scenario left out is dense",
-    )
-    hybrid_ranker: Literal["rrf", "weighted"] = Field(
-        default="rrf", description="how Milvus merges a hybrid search's dense and full-text legs"
+        description="per scenario with words: dense (vectors only), or hybrid (vectors and "
+        "Milvus full-text search together) merged by Milvus's rrf or weighted ranker; a "
+        "scenario left out is dense",
     )
     rrf_k: int = Field(default=60, ge=1, description="the rrf ranker's k: 1 / (k + rank)")
     lexical_weight: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="the weighted ranker's weight of the full-text leg"
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="the weighted ranker's weight of the full-text leg (the vector's: 1 minus it)",
     )
     photo_crops: bool = Field(
         default=False,

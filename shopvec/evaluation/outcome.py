@@ -54,9 +54,16 @@ class EvalConfig:
     retrievals: tuple[Literal["dense", "hybrid"], ...] = ("dense", "hybrid")
     """For the scenarios with words: vectors only, and vectors with Milvus full-text search
     (a row named ``<method>+bm25``; only on stores with full-text fields)."""
-    hybrid_ranker: Literal["rrf", "weighted"] = "rrf"
+    hybrid_rankers: dict[str, Literal["rrf", "weighted"]] = dataclass_field(
+        default_factory=lambda: {
+            "text2image": "rrf",
+            "text2product": "weighted",
+            "cross": "weighted",
+        }
+    )
+    """The ranker of the ``+bm25`` rows, per scenario."""
     rrf_k: int = 60
-    lexical_weight: float = 0.5
+    lexical_weight: float = 0.05
     weightings: tuple[PhotoWeighting, ...] = ("confidence",)
     """How each fusion method weighs a photo (``shopvec.fusion``): a collection per method and
     weighting, rows named ``<method><weight>`` plus ``agree`` or ``fixed``."""

@@ -52,13 +52,7 @@ from shopvec.indexing.pipeline import ImageSource, ProductIndexer
 from shopvec.search.lexical import LEXICAL_FIELD, RetrievalConfig
 from shopvec.search.photo_crops import PhotoCrops
 from shopvec.search.service import SearchService
-from shopvec.store.base import (
-    CollectionSpec,
-    HybridRanker,
-    ProductStore,
-    SearchFilter,
-    VectorField,
-)
+from shopvec.store.base import CollectionSpec, ProductStore, SearchFilter, VectorField
 
 __all__ = [
     "FUSED_SCENARIOS",
@@ -226,10 +220,8 @@ class _Runner:
 
         hybrid = None
         if "hybrid" in cfg.retrievals and store.lexical:
-            ranker = HybridRanker(cfg.hybrid_ranker, cfg.rrf_k, cfg.lexical_weight)
-            hybrid = service(
-                RetrievalConfig(modes=dict.fromkeys(LEXICAL_FIELD, "hybrid"), ranker=ranker)
-            )
+            modes = {s: cfg.hybrid_rankers.get(s, "rrf") for s in LEXICAL_FIELD}
+            hybrid = service(RetrievalConfig(modes, cfg.rrf_k, cfg.lexical_weight))
         crops = service(RetrievalConfig.dense(), PhotoCrops()) if True in cfg.photo_crops else None
         return _Collection(fusion, store, service(RetrievalConfig.dense()), hybrid, crops)
 

@@ -8,7 +8,8 @@ library's ranker (RRF or weighted). Which full-text field a scenario matches:
 - text2image: `photo_sparse`, the photos' own words (their colour words) only, so that words
   to photos still finds products by their photos, never by their titles.
 
-Photo queries (image2image) and more_like_this have no words and stay dense. A request with
+Each scenario has its mode: dense, rrf or weighted (the ranker of a hybrid search). Photo
+queries (image2image) and more_like_this have no words and stay dense. A request with
 ranker rrf or weighted combines dense legs itself (shopvec.search.combine) and stays dense too.
 
 Milvus answers a hybrid search with the merged score only. To show the lexical part of each
@@ -22,16 +23,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from schemas.search import Retrieval
 from shopvec.store.base import Hit, HybridRanker, LexicalField
 
 __all__ = [
+    "DEFAULT_LEXICAL_WEIGHT",
     "DEFAULT_RETRIEVAL",
+    "DEFAULT_RRF_K",
     "HYBRID_SCENARIOS",
     "LEXICAL_FIELD",
-    "Retrieval",
+    "Mode",
     "RetrievalConfig",
     "lexical_parts",
 ]
@@ -44,23 +47,36 @@ LEXICAL_FIELD: dict[str, LexicalField] = {
 HYBRID_SCENARIOS = tuple(LEXICAL_FIELD)
 """The scenarios that can search words as well as vectors."""
 
-DEFAULT_RETRIEVAL: dict[str, Retrieval] = {
-    "text2image": "hybrid",
-    "text2product": "hybrid",
-    "cross": "hybrid",
+Mode = Literal["dense", "rrf", "weighted"]
+"""Per scenario: vectors only, or hybrid merged by Milvus's RRFRanker or WeightedRanker."""
+
+DEFAULT_RETRIEVAL: dict[str, Mode] = {
+    "text2image": "rrf",
+    "text2product": "weighted",
+    "cross": "weighted",
 }
 """Chosen on the development data (docs/evaluation.md, "Hybrid lexical + dense")."""
+DEFAULT_RRF_K = 60
+DEFAULT_LEXICAL_WEIGHT = 0.05
 
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    modes: Mapping[str, Retrieval] = field(default_factory=lambda: dict(DEFAULT_RETRIEVAL))
-    ranker: HybridRanker = field(default_factory=HybridRanker)
+    modes: Mapping[str, Mode] = field(default_factory=lambda: dict(DEFAULT_RETRIEVAL))
+    rrf_k: int = DEFAULT_RRF_K
+    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
 
-    def mode(self, scenario: str, requested: Retrieval | None = None) -> Retrieval:
-        if scenario not in LEXICAL_FIELD:
-            return "dense"
-        return requested or self.modes.get(scenario, "dense")
+    def ranker(self, scenario: str, requested: Retrieval | None = None) -> HybridRanker | None:
+        """The ranker of a hybrid search in this scenario; None: dense. A request asking for
+        hybrid in a scenario configured dense gets rrf."""
+        if scenario not in LEXICAL_FIELD or requested == "dense":
+            return None
+        mode = self.modes.get(scenario, "dense")
+        if mode == "dense":
+            if requested != "hybrid":
+                return None
+            mode = "rrf"
+        return HybridRanker(mode, self.rrf_k, self.lexical_weight)
 
     @classmethod
     def dense(cls) -> RetrievalConfig:

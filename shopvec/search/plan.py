@@ -21,7 +21,7 @@ import numpy as np
 
 from schemas.search import Scenario, SearchError, SearchRequest
 from shopvec.fusion import Fusion
-from shopvec.store.base import Hit, LexicalField, SearchFilter, VectorField
+from shopvec.store.base import Hit, HybridRanker, LexicalField, SearchFilter, VectorField
 
 __all__ = ["PRIMARY_FIELD", "Leg", "Plan", "filters_from_request", "legs_for"]
 
@@ -60,8 +60,9 @@ class Leg:
     filter: SearchFilter
     hits: list[Hit] = dc_field(default_factory=list)
     lexical: LexicalField | None = None
-    """A hybrid leg's full-text field; its words are `text`."""
+    """A hybrid leg's full-text field; its words are `text`, its ranker `ranker`."""
     text: str = ""
+    ranker: HybridRanker | None = None
     lexical_hits: list[Hit] | None = None
     """The full-text field searched alone, to explain the hybrid scores (None: not searched)."""
     explained: dict[str, dict[str, Any]] = dc_field(default_factory=dict)

@@ -35,7 +35,7 @@ from shopvec.search.combine import Scored, combine
 from shopvec.search.lexical import LEXICAL_FIELD, RetrievalConfig, lexical_parts
 from shopvec.search.photo_crops import PhotoCrops
 from shopvec.search.plan import Leg, Plan, filters_from_request, legs_for
-from shopvec.store.base import Hit, ProductStore
+from shopvec.store.base import Hit, HybridRanker, ProductStore
 
 if TYPE_CHECKING:
     from shopvec.behaviour.personalise import Personaliser
@@ -101,16 +101,17 @@ class SearchService:
     def _make_hybrid(self, plan: Plan) -> None:
         request = plan.request
         text = (request.text or "").strip()
+        ranker = self._retrieval.ranker(plan.scenario, request.retrieval)
         if (
             not plan.legs
             or not text
             or request.ranker != "fused"
-            or self._retrieval.mode(plan.scenario, request.retrieval) != "hybrid"
+            or ranker is None
             or not self._store.lexical
         ):
             return
         leg = plan.legs[0]
-        leg.lexical, leg.text = LEXICAL_FIELD[plan.scenario], text
+        leg.lexical, leg.text, leg.ranker = LEXICAL_FIELD[plan.scenario], text, ranker
 
     # -- planning and encoding ----------------------------------------------------------------
 
@@ -190,20 +191,21 @@ class SearchService:
     def _run(self, legs: list[Leg]) -> None:
         """One store call per (field, filter, limit): a batch of vectors costs about what one
         does, so concurrent requests share the call."""
-        groups: dict[tuple[str, str | None, str, int], list[Leg]] = defaultdict(list)
+        groups: dict[tuple[str, str | None, str, str, int], list[Leg]] = defaultdict(list)
         for leg in legs:
-            groups[(leg.field, leg.lexical, repr(leg.filter), leg.limit)].append(leg)
-        for (_, lexical, _, limit), group in groups.items():
+            key = (leg.field, leg.lexical, repr(leg.ranker), repr(leg.filter), leg.limit)
+            groups[key].append(leg)
+        for (_, lexical, _, _, limit), group in groups.items():
             vectors = np.stack([leg.vector for leg in group])
             first = group[0]
-            if lexical is not None and first.lexical is not None:
+            if lexical is not None and first.lexical is not None and first.ranker is not None:
                 results = self._store.hybrid_search(
                     first.field,
                     vectors,
                     first.lexical,
                     [leg.text for leg in group],
                     limit,
-                    self._retrieval.ranker,
+                    first.ranker,
                     first.filter,
                 )
             else:
@@ -223,8 +225,9 @@ class SearchService:
                 first.lexical, [leg.text for leg in group], first.limit, first.filter
             )
             for leg, hits in zip(group, results, strict=True):
+                assert leg.ranker is not None
                 leg.lexical_hits = hits
-                leg.explained = lexical_parts(leg.hits, hits, self._retrieval.ranker)
+                leg.explained = lexical_parts(leg.hits, hits, leg.ranker)
 
     # -- replies --------------------------------------------------------------------------------
 
@@ -240,7 +243,7 @@ class SearchService:
         return out
 
     def _hybrid_explained(self, leg: Leg, product_id: str) -> dict[str, Any]:
-        ranker = self._retrieval.ranker
+        ranker = leg.ranker or HybridRanker()
         out: dict[str, Any] = {"ranker": ranker.kind, "lexical_field": leg.lexical}
         if ranker.kind == "rrf":
             out["k"] = ranker.k

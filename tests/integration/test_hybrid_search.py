@@ -22,7 +22,7 @@ from shopvec.runtime import build_store, collection_spec
 from shopvec.search import SearchService
 from shopvec.search.lexical import RetrievalConfig
 from shopvec.settings import Settings
-from shopvec.store import HybridRanker, MilvusProductStore
+from shopvec.store import MilvusProductStore
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,8 @@ def hybrid(settings: Settings) -> Iterator[tuple[SearchService, MilvusProductSto
     store.ensure()
     ProductIndexer(encoder, store, Images(), fusion).apply(PRODUCTS)
     store.flush()
-    yield SearchService(encoder, store, fusion, Images()), store
+    rrf = RetrievalConfig({"text2image": "rrf", "text2product": "rrf", "cross": "rrf"})
+    yield SearchService(encoder, store, fusion, Images(), retrieval=rrf), store
     store.client.drop_collection(store.collection)
     store.close()
 
@@ -122,7 +123,7 @@ def test_weighted_ranker_and_dense_only(hybrid) -> None:
         store,
         fusion,
         Images(),
-        retrieval=RetrievalConfig(ranker=HybridRanker("weighted", lexical_weight=0.5)),
+        retrieval=RetrievalConfig({"text2product": "weighted"}, lexical_weight=0.5),
     )
     reply = weighted.search(SearchRequest(request_id="w", text="denim jacket", top_k=10))
     top = reply.results[0]

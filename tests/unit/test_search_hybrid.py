@@ -110,8 +110,11 @@ def test_product_words_keep_the_colours_when_the_rest_is_cut() -> None:
     assert words.endswith(" blue 蓝色") and len(words.encode()) <= 8192
 
 
+RRF = RetrievalConfig({"text2image": "rrf", "text2product": "rrf", "cross": "rrf"})
+
+
 def test_text_searches_are_hybrid_on_their_full_text_field() -> None:
-    svc, store = _service(WordsStore)
+    svc, store = _service(WordsStore, RRF)
     reply = svc.search(SearchRequest(request_id="r", text="wool coat", top_k=3))
     assert store.calls[0] == ("fused_vec", "words_sparse")
     top = reply.results[0]
@@ -128,7 +131,7 @@ def test_text_searches_are_hybrid_on_their_full_text_field() -> None:
 
 
 def test_dense_when_asked_configured_or_combined_by_the_request() -> None:
-    svc, store = _service(WordsStore)
+    svc, store = _service(WordsStore, RRF)
     reply = svc.search(SearchRequest(request_id="d", text="wool coat", retrieval="dense"))
     assert store.calls == [("fused_vec", None)]
     assert "hybrid" not in (reply.results[0].explanation or {})
@@ -138,6 +141,18 @@ def test_dense_when_asked_configured_or_combined_by_the_request() -> None:
     dense, store = _service(WordsStore, RetrievalConfig.dense())
     dense.search(SearchRequest(request_id="c", text="wool coat"))
     assert store.calls == [("fused_vec", None)]
+    # A request may ask for hybrid where the scenario is configured dense: rrf then.
+    reply = dense.search(SearchRequest(request_id="h", text="wool coat", retrieval="hybrid"))
+    assert store.calls[-1] == ("fused_vec", "words_sparse")
+    assert reply.results[0].explanation["hybrid"]["ranker"] == "rrf"
+
+
+def test_configured_rankers_per_scenario() -> None:
+    config = RetrievalConfig({"text2image": "rrf", "text2product": "weighted"}, 30, 0.1)
+    assert config.ranker("text2image") == HybridRanker("rrf", 30, 0.1)
+    assert config.ranker("text2product") == HybridRanker("weighted", 30, 0.1)
+    assert config.ranker("cross") is None and config.ranker("image2image", "hybrid") is None
+    assert config.ranker("text2product", "dense") is None
 
 
 def test_a_store_without_full_text_stays_dense() -> None:
@@ -159,9 +174,9 @@ def test_lexical_parts_follow_the_rankers_formulas() -> None:
 
 
 def test_settings_default_is_the_services() -> None:
-    from shopvec.search.lexical import DEFAULT_RETRIEVAL
+    from shopvec.search.lexical import DEFAULT_LEXICAL_WEIGHT, DEFAULT_RETRIEVAL, DEFAULT_RRF_K
     from shopvec.settings import Settings
 
     query = Settings().query
     assert query.retrieval == DEFAULT_RETRIEVAL
-    assert HybridRanker(query.hybrid_ranker, query.rrf_k, query.lexical_weight) == HybridRanker()
+    assert (query.rrf_k, query.lexical_weight) == (DEFAULT_RRF_K, DEFAULT_LEXICAL_WEIGHT)
