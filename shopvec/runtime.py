@@ -81,7 +81,10 @@ def _build_base_encoder(settings: Settings) -> Encoder:
         )
     from shopvec.encoders.offline import OfflineEncoder
 
-    return OfflineEncoder(threads=enc.threads, batch_size=enc.batch_size)
+    # The photos' regions are for attention fusion only; the other methods do without them.
+    return OfflineEncoder(
+        threads=enc.threads, batch_size=enc.batch_size, regions=enc.fusion == "attention"
+    )
 
 
 def build_fusion(settings: Settings, encoder: Encoder) -> Fusion:

@@ -129,7 +129,11 @@ class EncoderSettings(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     threads: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=32, ge=1, le=1024)
-    fusion: Literal["weighted", "concat", "attention"] = "weighted"
+    fusion: Literal["weighted", "concat", "attention"] = Field(
+        default="attention",
+        description="attention: the words attend over the photos' regions (docs/evaluation.md); "
+        "weighted: the photos pooled, then mixed with the words; concat: side by side",
+    )
     image_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     photo_weighting: Literal["confidence", "agreement", "fixed"] = Field(
         default="confidence",
