@@ -223,11 +223,13 @@ def _committed(settings: Settings, worker: str) -> dict[int, int]:
         consumer.close()
 
 
-def _wait_ready(run: _Run, name: str, timeout_s: float = 600) -> ChildStatus:
+def _wait_ready(
+    run: _Run, name: str, timeout_s: float = 600, *, not_pid: int | None = None
+) -> ChildStatus:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         child = run.child(name)
-        if child is not None and _ready(child):
+        if child is not None and child.pid != not_pid and _ready(child):
             return child
         time.sleep(0.25)
     raise TimeoutError(f"{name} not ready again within {timeout_s:.0f}s")
@@ -264,7 +266,7 @@ def _killer(run: _Run, worker: str, kills: int, seconds: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signal.SIGKILL)
         kill = Kill(worker, child.pid, run.elapsed(), _committed(run.settings, worker))
-        _wait_ready(run, worker)
+        _wait_ready(run, worker, not_pid=child.pid)
         kill.back_s = run.elapsed()
         with run.lock:
             run.kills.append(kill)
@@ -287,8 +289,8 @@ def _milvus_restart(run: _Run, at_s: float) -> None:
     os.kill(child.pid, signal.SIGKILL)
     kill = Kill("milvus", child.pid, run.elapsed())
     while not run.stop.is_set():
-        child = run.child("milvus")
-        if child is not None and child.alive() and child.port and _answers(child.port):
+        now = run.child("milvus")
+        if now and now.pid != kill.pid and now.alive() and now.port and _answers(now.port):
             break
         time.sleep(0.1)
     kill.back_s = run.elapsed()
