@@ -422,7 +422,8 @@ def run_chaos_bench(
         )
         run.stop.set()
         searcher.join()
-        result.update(_search_outcomes(run, 120))
+        # A request not answered within max_request_age_s is dropped by the worker: no later reply.
+        result.update(_search_outcomes(run, s.query.max_request_age_s + 15))
 
         upserts = [e for e in plan.expected.values() if e.kind == "upsert"]
         fresh = fresh_vectors(s, upserts)
