@@ -21,10 +21,10 @@ from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from shopvec.benchmarks.common import percentile
 from shopvec.kafka.admin import create_topic, delete_topics
-from shopvec.kafka.config import producer_config, reply_reader_config
+from shopvec.kafka.config import consumer_config, producer_config, reply_reader_config
 from shopvec.settings import Settings
 
-__all__ = ["run_broker_bench"]
+__all__ = ["age_topic", "run_broker_bench"]
 
 _FILLER = b"x" * 3000
 """About the size of a search reply."""
@@ -41,6 +41,43 @@ def _round_trip_ms(producer: Producer, consumer: Consumer, topic: str, timeout_s
         if msg is not None and msg.error() is None and (msg.value() or b"")[:16] == marker:
             return (time.perf_counter() - started) * 1000
     raise TimeoutError(f"a record produced to {topic} was not fetched within {timeout_s}s")
+
+
+def age_topic(
+    settings: Settings,
+    topic: str,
+    records: int,
+    *,
+    group_id: str | None = None,
+    timeout_s: float = 600.0,
+) -> None:
+    """Fills every partition of an existing topic with `records` single-record batches in all
+    (what a long-running stack's request or reply topic holds after that many searches at tens
+    a second); then, for group_id, commits that group's offsets at the end, so that a worker
+    of the group starts after them as a long-running one would be."""
+    producer = Producer(producer_config(settings, **{"linger.ms": 0, "batch.num.messages": 1}))
+    for i in range(records):
+        while True:
+            try:
+                producer.produce(topic, key=str(i).encode(), value=_FILLER)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    if producer.flush(timeout_s):
+        raise TimeoutError(f"{topic} was not filled within {timeout_s}s")
+    if group_id is None:
+        return
+    consumer = Consumer(consumer_config(settings, group_id))
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s)
+        ends = []
+        for p in meta.topics[topic].partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            ends.append(TopicPartition(topic, p, high))
+        consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()
 
 
 def run_broker_bench(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,36 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
     walk("", result)
 
 
-def _ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from shopvec.benchmarks.ingest import run_ingest_bench
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive count")
+    return value
 
+
+def _ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from shopvec.benchmarks.ingest import run_ingest_repeated, run_memory_backlogs
+
+    if args.memory_backlogs:
+        if len(args.memory_backlogs) < 2:
+            print("--memory-backlogs needs two or more backlog sizes", file=sys.stderr)
+            return 2
+        result = run_memory_backlogs(
+            settings,
+            backlogs=tuple(args.memory_backlogs),
+            half_rate_products=args.half_rate_products,
+            hashing=args.encoder == "hashing",
+        )
+        _print(result, args.json)
+        return 0
     encoder = None
     if args.encoder == "hashing":
         from shopvec.encoders.hashing import HashingEncoder
 
         encoder = HashingEncoder()
-    result = run_ingest_bench(
+    result = run_ingest_repeated(
         settings,
+        repeat=args.repeat,
         products=args.products,
         half_rate_products=args.half_rate_products,
         encoder=encoder,
@@ -55,6 +76,7 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
         requests=args.requests,
         sample=args.sample,
         rounds=args.rounds,
+        aged_events=args.aged_events,
     )
     _print(result, args.json)
     return 0
@@ -129,6 +151,16 @@ def add_bench_commands(sub: Any) -> None:
     ingest.add_argument("--products", type=int, default=1000, help="the backlog to index")
     ingest.add_argument("--half-rate-products", type=int, default=200)
     ingest.add_argument("--encoder", choices=["configured", "hashing"], default="configured")
+    ingest.add_argument(
+        "--repeat", type=_at_least_one, default=1, help="runs, each on a fresh stack; a summary"
+    )
+    ingest.add_argument(
+        "--memory-backlogs",
+        type=_at_least_one,
+        nargs="+",
+        metavar="N",
+        help="instead: peak RSS of the indexer's process at each backlog size (two or more)",
+    )
     ingest.set_defaults(func=_ingest)
 
     query = kinds.add_parser("query", help="latency over Kafka against in-process; ANN recall")
@@ -138,6 +170,13 @@ def add_bench_commands(sub: Any) -> None:
     query.add_argument("--sample", type=int, default=200, help="products encoded as seeds")
     query.add_argument(
         "--rounds", type=int, default=50, help="alternating in-process and Kafka rounds"
+    )
+    query.add_argument(
+        "--aged-events",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure on topics that have already carried N searches, against fresh ones",
     )
     query.set_defaults(func=_query)
 

@@ -28,6 +28,12 @@ delete records. On long-lived topics each request would pay for the batches befo
 run for the whole 10k one, the last round for the 49 before it), which says how long the broker
 has run, not what Kafka adds: a Kafka broker finds an offset through its index, whatever the
 partition holds.
+
+`--aged-events N` adds, for each size and kind, the same Kafka requests against a stack that
+has already carried N searches: a request topic whose partitions hold N single-record batches
+(the query worker's group committed past them, as a worker that has run that long would be)
+and a reply topic, read by one long-lived client as the HTTP API reads its own, holding as
+many. Reported beside the fresh side's figures, with the ratio of each percentile.
 """
 
 from __future__ import annotations
@@ -46,12 +52,13 @@ from typing import Any
 import numpy as np
 
 from schemas.search import SearchRequest
+from shopvec.benchmarks.broker import age_topic
 from shopvec.benchmarks.common import bench_settings, catalogue, percentile
 from shopvec.client import SearchClient
 from shopvec.encoders.base import Encoder, l2_normalise
 from shopvec.imaging import ImageLoader
 from shopvec.indexing.pipeline import ProductIndexer
-from shopvec.kafka.admin import delete_topics, ensure_topics
+from shopvec.kafka.admin import create_topic, delete_topics, ensure_topics
 from shopvec.runtime import (
     build_encoder,
     build_fusion,
@@ -67,7 +74,7 @@ from shopvec.store.memory import InMemoryProductStore
 from shopvec.store.milvus import MilvusProductStore
 from shopvec.threads import limit_blas_threads
 
-__all__ = ["run_query_bench"]
+__all__ = ["aged_ratios", "run_query_bench"]
 
 _JITTER = 0.2
 """Norm of the noise added to a seed vector (unit length) to make a distinct stored row."""
@@ -253,6 +260,66 @@ def _figures(
     }
 
 
+def _aged(
+    settings: Settings,
+    request: Callable[[int], SearchRequest],
+    *,
+    aged_events: int,
+    rate: float,
+    requests: int,
+) -> dict[str, float]:
+    """The Kafka side on a stack that has carried aged_events searches (see the module's note)."""
+    tag = uuid.uuid4().hex[:6]
+    topics = settings.topics
+    aged = settings.model_copy(
+        update={
+            "topics": topics.model_copy(
+                update={"search_requests": f"{topics.search_requests}-aged-{tag}"}
+            )
+        }
+    )
+    reply_topic = f"{topics.search_replies}.aged-{tag}"
+    ensure_topics(aged)
+    create_topic(aged, reply_topic, 1)
+    started = time.monotonic()
+    age_topic(aged, aged.topics.search_requests, aged_events, group_id=aged.query.group_id)
+    age_topic(aged, reply_topic, aged_events)
+    fill_s = time.monotonic() - started
+    stack = EmbeddedStack(aged)
+    stack.up(workers=["query"])
+    try:
+        with SearchClient(aged, timeout_s=60, reply_topic=reply_topic) as client:
+
+            def send(i: int) -> Timed:
+                t = time.perf_counter()
+                reply = client.request(request(i))
+                return time.perf_counter() - t, reply.took_ms
+
+            send(0)
+            began = time.monotonic()
+            remote = _paced(rate, range(requests), send)
+            wall = time.monotonic() - began
+    finally:
+        stack.stop(["query"])
+    delete_topics(aged, [aged.topics.search_requests, reply_topic])
+    sent = [t * 1000 for t, _ in remote]
+    return {
+        "events": aged_events,
+        "fill_s": round(fill_s, 1),
+        "p50_ms": round(percentile(sent, 50), 1),
+        "p99_ms": round(percentile(sent, 99), 1),
+        "took_p50_ms": round(percentile([took for _, took in remote], 50), 1),
+        "requests_per_s": round(len(sent) / wall, 2),
+    }
+
+
+def aged_ratios(fresh: dict[str, float], aged: dict[str, float]) -> dict[str, float]:
+    """Aged over fresh, per percentile of the Kafka side (1.2 is 20 % slower)."""
+    return {
+        f"aged_{k}_ratio": round(aged[k] / fresh[k], 3) for k in ("p50_ms", "p99_ms") if fresh[k]
+    }
+
+
 def _measure(
     kind: str,
     settings: Settings,
@@ -264,7 +331,8 @@ def _measure(
     rate: float,
     requests: int,
     rounds: int,
-) -> dict[str, float]:
+    aged_events: int = 0,
+) -> dict[str, Any]:
     """One kind of query at one size: the search alone, then in-process serving and Kafka in
     alternating rounds. The Kafka side gets a request topic and a query worker of its own, and
     a client (with its reply topic) for each round, so that no partition it uses holds more
@@ -337,7 +405,13 @@ def _measure(
     finally:
         stack.stop(["query"])
     delete_topics(measured, [measured.topics.search_requests])
-    return _figures(remote, local, single, wall)
+    figures: dict[str, Any] = _figures(remote, local, single, wall)
+    if aged_events:
+        figures["aged"] = _aged(
+            settings, request, aged_events=aged_events, rate=rate, requests=requests
+        )
+        figures.update(aged_ratios(figures, figures["aged"]))
+    return figures
 
 
 def run_query_bench(
@@ -348,6 +422,7 @@ def run_query_bench(
     requests: int = 1000,
     sample: int = 200,
     rounds: int = 50,
+    aged_events: int = 0,
 ) -> dict[str, Any]:
     # The worker process builds its encoder from the settings: so does the reference here,
     # with the query worker's torch threads, and numpy's BLAS on one thread as the worker
@@ -411,6 +486,7 @@ def run_query_bench(
                     rate=rate,
                     requests=requests,
                     rounds=rounds,
+                    aged_events=aged_events,
                 )
             local_server.close()
             out["sizes"][str(n)] = figures
