@@ -7,6 +7,7 @@ uses, and drops what it created when done.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import tempfile
 import uuid
@@ -55,6 +56,8 @@ def milvus_stores(uri: str | None = None, *, timeout_s: float = 60.0) -> Iterato
     # one for each call the client makes that it does not implement (AllocTimestamp), with no
     # effect on the results; jieba, which analyses the full-text fields, says at DEBUG that it
     # loaded its dictionary. None is news to the reader of an evaluation.
+    # jieba sets its own logger's level when imported, so it is imported first.
+    importlib.import_module("jieba")
     quiet = [logging.getLogger(name) for name in ("pymilvus", "grpc._server", "jieba")]
     levels = [logger.level for logger in quiet]
     for logger in quiet:
