@@ -226,6 +226,7 @@ def build_indexer_service(
     from shopvec.indexing import IndexerService, ProductIndexer
     from shopvec.indexing.service import MAX_IN_FLIGHT
     from shopvec.kafka import producer_config
+    from shopvec.kafka.config import batch_fetch_wait_ms
     from shopvec.metrics import IndexerMetrics
 
     encoder = encoder or build_encoder(settings)
@@ -252,6 +253,7 @@ def build_indexer_service(
         ),
         max_message_bytes=s.max_event_bytes,
         size_setting="SHOPVEC_INDEXER__MAX_EVENT_BYTES",
+        consumer_overrides={"fetch.wait.max.ms": batch_fetch_wait_ms(settings)},
         batch_size=s.batch_size,
         batch_wait_s=s.batch_wait_ms / 1000,
         max_in_flight=MAX_IN_FLIGHT,
@@ -386,6 +388,7 @@ def build_behaviour_service(
 
     from shopvec.behaviour import BehaviourEngine, BehaviourMetrics, BehaviourService
     from shopvec.kafka import producer_config
+    from shopvec.kafka.config import batch_fetch_wait_ms
 
     b = settings.behaviour
     products = attach_product_store(settings)
@@ -408,6 +411,7 @@ def build_behaviour_service(
         ),
         max_message_bytes=b.max_event_bytes,
         size_setting="SHOPVEC_BEHAVIOUR__MAX_EVENT_BYTES",
+        consumer_overrides={"fetch.wait.max.ms": batch_fetch_wait_ms(settings)},
         batch_size=b.batch_size,
         batch_wait_s=b.batch_wait_ms / 1000,
     )

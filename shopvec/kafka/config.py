@@ -9,6 +9,7 @@ from shopvec.settings import Settings
 
 __all__ = [
     "admin_config",
+    "batch_fetch_wait_ms",
     "common_config",
     "consumer_config",
     "producer_config",
@@ -83,6 +84,20 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     )
     conf.update(overrides)
     return conf
+
+
+def batch_fetch_wait_ms(settings: Settings) -> int:
+    """The fetch wait of the workers that gather micro-batches (indexer, behaviour), whose
+    latency is their batch wait's anyway, so a fetch may wait longer than on the
+    request/reply path.
+
+    On the embedded broker this is more than speed: it holds each fetch for the whole wait and
+    answers with what it has read by then. With a few megabytes on the broker, fetches of 2 ms
+    came back empty every time, so a behaviour worker restarted mid-partition never caught up
+    (`shopvec bench chaos`); 5 ms and more were answered."""
+    if settings.kafka.fetch_wait_max_ms is not None:
+        return settings.kafka.fetch_wait_max_ms
+    return 100
 
 
 def reply_reader_config(settings: Settings) -> dict[str, Any]:
