@@ -115,7 +115,9 @@ MILVUS_CONNECT_WAIT_S = 300.0
 supervisor starts it again)."""
 
 
-def milvus_client(settings: Settings, timeout_s: float | None = None) -> MilvusClient:
+def milvus_client(
+    settings: Settings, timeout_s: float | None = None, *, wait_s: float = MILVUS_CONNECT_WAIT_S
+) -> MilvusClient:
     """A client of the configured Milvus; every part of the project connects through this."""
     from pymilvus import MilvusClient
 
@@ -128,7 +130,7 @@ def milvus_client(settings: Settings, timeout_s: float | None = None) -> MilvusC
         # way. Ping only while calls are in flight there.
         options["grpc_options"] = {"grpc.keepalive_permit_without_calls": False}
     # A worker that starts while Milvus restarts waits for it rather than exiting at once.
-    deadline = time.monotonic() + MILVUS_CONNECT_WAIT_S
+    deadline = time.monotonic() + wait_s
     delay = 0.5
     while True:
         try:

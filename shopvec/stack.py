@@ -310,7 +310,7 @@ class EmbeddedStack:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                client = milvus_client(self.settings, timeout_s=5)
+                client = milvus_client(self.settings, timeout_s=5, wait_s=0)
                 client.list_collections(timeout=5)
                 client.close()
                 return
