@@ -5,7 +5,8 @@ broker, store or encoder. The parts that do are imported by name: ``runner`` (a 
 through the indexer, the store and the search service), ``outcome`` (what a run is asked and
 finds), ``stores`` (Milvus Lite for it), ``cache`` (vectors kept by content), ``align``
 (fitting and measuring the photo-to-words alignment), ``throughput`` (encoder speed), and the
-converters of particular sources (``myntra``).
+converters of particular sources (``myntra``, and ``shopper``: shoppers' photos made from
+the Myntra sample's).
 """
 
 from shopvec.evaluation.dataset import (

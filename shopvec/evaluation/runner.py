@@ -14,6 +14,10 @@ Scenarios, each scored per query set (the prefix of the query ids):
 - ``text2product``: text queries against ``fused_vec``, once per fusion method;
 - ``cross``: queries with words and a photo against ``fused_vec``, once per fusion method.
 
+Each fusion method gets a collection per photo weighting asked for (rows ``weighted50``,
+``weighted50agree``, ``weighted50fixed``...), and photo queries can be searched whole and as
+crops too (a row ``visual_vec+crops``; see shopvec.search.photo_crops).
+
 The scenarios with words through the service (text2image, text2product, cross) are scored dense
 (vectors only) and, on a store with full-text fields, hybrid as well (vectors and Milvus BM25
 search together, a row named ``<method>+bm25``; see shopvec.search.lexical).
