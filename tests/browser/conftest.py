@@ -47,7 +47,7 @@ def chromium_path() -> str:
     return str(found)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def page_url() -> Iterator[str]:
     import uvicorn
 
@@ -73,8 +73,10 @@ def page_url() -> Iterator[str]:
     thread.join(10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API holds an asyncio loop as the main thread's running
+    loop while it is open, and asyncio.run() in any later test would refuse to start."""
     executable = chromium_path()
     from playwright.sync_api import sync_playwright
 
