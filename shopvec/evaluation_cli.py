@@ -46,8 +46,12 @@ def _base_encoder(settings: Settings, args: argparse.Namespace) -> Encoder:
         return HashingEncoder(joint_dim=64, visual_dim=64)
     from shopvec.runtime import build_encoder
 
+    # The offline encoder gives the photos' regions only for attention fusion: ask for them
+    # whenever attention is among the methods evaluated.
+    fusions = getattr(args, "fusion", None) or [settings.encoder.fusion]
     encoder_settings = settings.encoder.model_copy(
         update={
+            "fusion": "attention" if "attention" in fusions else settings.encoder.fusion,
             "backend": args.backend,
             "model_path": args.model_path or settings.encoder.model_path,
             "alignment_path": None,
