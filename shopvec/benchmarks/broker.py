@@ -87,10 +87,12 @@ def run_broker_bench(
     probes: int = 100,
     pause_s: float = 0.01,
     timeout_s: float = 10.0,
+    topic_config: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Round-trip figures at each count of batches in the partition (counts ascending)."""
+    """Round-trip figures at each count of batches in the partition (counts ascending), on a
+    topic created with topic_config (e.g. retention.ms, to see whether the broker applies it)."""
     topic = f"bench-broker-{uuid.uuid4().hex[:8]}"
-    create_topic(settings, topic, 1)
+    create_topic(settings, topic, 1, topic_config)
     producer = Producer(producer_config(settings, **{"linger.ms": 0}))
     consumer = Consumer(reply_reader_config(settings))
     consumer.assign([TopicPartition(topic, 0, OFFSET_END)])
@@ -98,6 +100,7 @@ def run_broker_bench(
         "bootstrap": settings.kafka_bootstrap(),
         "fetch_wait_max_ms": settings.fetch_wait_ms(),
         "probes": probes,
+        "topic_config": topic_config or {},
         "batches": {},
     }
     held = 0

@@ -82,12 +82,24 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
 def _broker(settings: Settings, args: argparse.Namespace) -> int:
     from shopvec.benchmarks.broker import run_broker_bench
     from shopvec.benchmarks.common import bench_settings
 
     with bench_settings(settings) as s:
-        result = run_broker_bench(s, batches=tuple(args.batches), probes=args.probes)
+        result = run_broker_bench(
+            s,
+            batches=tuple(args.batches),
+            probes=args.probes,
+            topic_config=dict(args.topic_config),
+        )
     _print(result, args.json)
     return 0
 
@@ -187,6 +199,14 @@ def add_bench_commands(sub: Any) -> None:
         "--batches", type=int, nargs="+", default=[0, 1000, 3000], help="record batches held"
     )
     broker.add_argument("--probes", type=int, default=100, help="round trips timed at each")
+    broker.add_argument(
+        "--topic-config",
+        type=_key_value,
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the probed topic's settings, e.g. retention.ms=1000",
+    )
     broker.set_defaults(func=_broker)
 
     chaos = kinds.add_parser(

@@ -140,6 +140,8 @@ def run_ingest_bench(
             publisher.send(product.model_copy(update={"updated_at": datetime.now(UTC)}))
             publisher._producer.poll(0)
         publisher.flush()
+        # Its producer goes now, not with the next run's stack (it would retry this one's).
+        del publisher
         done.wait(timeout=600)
         stop.set()
         thread.join(60)

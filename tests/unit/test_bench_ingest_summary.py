@@ -111,3 +111,11 @@ def test_aged_ratios_compare_the_kafka_sides() -> None:
     fresh = {"p50_ms": 10.0, "p99_ms": 20.0}
     aged = {"p50_ms": 12.0, "p99_ms": 30.0}
     assert aged_ratios(fresh, aged) == {"aged_p50_ms_ratio": 1.2, "aged_p99_ms_ratio": 1.5}
+
+
+def test_broker_topic_config_is_key_value_pairs() -> None:
+    assert _parse("broker").topic_config == []
+    args = _parse("broker", "--topic-config", "retention.ms=1000", "segment.ms=500")
+    assert dict(args.topic_config) == {"retention.ms": "1000", "segment.ms": "500"}
+    with pytest.raises(SystemExit):
+        _parse("broker", "--topic-config", "retention.ms")
