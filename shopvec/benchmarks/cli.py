@@ -55,6 +55,21 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> int:
         from shopvec.encoders.hashing import HashingEncoder
 
         encoder = HashingEncoder()
+    if args.aged_events:
+        from shopvec.benchmarks.ingest import compare_aged, run_ingest_bench
+
+        runs = [
+            run_ingest_bench(
+                settings,
+                products=args.products,
+                half_rate_products=args.half_rate_products,
+                encoder=encoder,
+                aged_events=aged,
+            )
+            for aged in (0, args.aged_events)
+        ]
+        _print(compare_aged(*runs), args.json)
+        return 0
     result = run_ingest_repeated(
         settings,
         repeat=args.repeat,
@@ -165,6 +180,13 @@ def add_bench_commands(sub: Any) -> None:
     ingest.add_argument("--encoder", choices=["configured", "hashing"], default="configured")
     ingest.add_argument(
         "--repeat", type=_at_least_one, default=1, help="runs, each on a fresh stack; a summary"
+    )
+    ingest.add_argument(
+        "--aged-events",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: a fresh stack, then one whose products topic has carried N events",
     )
     ingest.add_argument(
         "--memory-backlogs",

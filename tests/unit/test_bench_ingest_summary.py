@@ -119,3 +119,15 @@ def test_broker_topic_config_is_key_value_pairs() -> None:
     assert dict(args.topic_config) == {"retention.ms": "1000", "segment.ms": "500"}
     with pytest.raises(SystemExit):
         _parse("broker", "--topic-config", "retention.ms")
+
+
+def test_aged_ingest_is_compared_with_the_fresh_run() -> None:
+    from shopvec.benchmarks.ingest import compare_aged
+
+    assert _parse("ingest").aged_events == 0
+    out = compare_aged(_run(0.95, 1.0) | {"products_per_s": 40.0}, _run(0.9, 1.1))
+    assert out["aged_products_per_s_ratio"] == 1.0
+    assert out["aged_freshness_p99_ratio"] == 1.1
+    assert out["aged_within_20pct"] is True
+    slow = compare_aged(_run(0.95, 1.0), _run(0.9, 1.0) | {"products_per_s": 30.0})
+    assert slow["aged_within_20pct"] is False
