@@ -189,7 +189,7 @@ def _search_outcomes(run: _Run, timeout_s: float) -> dict[str, Any]:
             ok += 1
         else:
             errors += 1
-            elsewhere += 1
+            elsewhere += not any(a <= sent <= b for a, b in outages)
             kinds[reply.error.kind] = kinds.get(reply.error.kind, 0) + 1
     return {
         "search_ok": ok,
