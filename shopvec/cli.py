@@ -11,7 +11,7 @@ from pathlib import Path
 from shopvec.benchmarks.cli import add_bench_commands
 from shopvec.evaluation_cli import add_commands as add_evaluation_commands
 from shopvec.settings import Settings
-from shopvec.stack import WORKERS
+from shopvec.stack import COMPAT, WORKERS
 from shopvec.text import printable
 
 __all__ = ["main"]
@@ -24,12 +24,14 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
     stack = EmbeddedStack(settings)
     workers = [] if args.no_workers else args.workers
-    stack.up(workers)
+    stack.up(workers, compat=True)
     for proc in stack.processes():
         ops = f"  ops http://127.0.0.1:{proc.port}/" if proc.name in WORKERS else ""
         if proc.name == "http":
             ops = f"  page http://127.0.0.1:{proc.port}/"
-        print(f"{proc.name:10} pid {proc.pid:<8} log {proc.log_path}{ops}")
+        if proc.name == COMPAT:
+            ops = f"  for older Kafka clients: kcat -b 127.0.0.1:{proc.port} -L"
+        print(f"{proc.name:12} pid {proc.pid:<8} log {proc.log_path}{ops}")
     return 0
 
 
@@ -71,7 +73,7 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     children = {c.name: c for c in stack.supervised()}
     supervisor = stack.supervisor()
     for proc in procs:
-        line = f"{proc.name:10} pid {proc.pid:<8} {'running' if proc.alive() else 'gone':8}"
+        line = f"{proc.name:12} pid {proc.pid:<8} {'running' if proc.alive() else 'gone':8}"
         child = children.get(proc.name)
         if child is not None:
             if child.state == "waiting" and child.next_start_at is not None:
@@ -79,6 +81,8 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             line += f" restarts {child.restarts}"
         if proc.name in WORKERS:
             line += f"  http://127.0.0.1:{proc.port}/"
+        elif proc.name == COMPAT:
+            line += f"  kcat -b 127.0.0.1:{proc.port}"
         print(line.rstrip())
         parts = []
         if child is not None and child.last_exit:

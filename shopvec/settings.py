@@ -328,6 +328,12 @@ class StackSettings(BaseModel):
     home: Path = Field(default=Path(".shopvec"), description="pids, logs and Milvus data")
     kafka_port: int = 19092
     milvus_port: int = 19531
+    kafka_compat_port: int = Field(
+        default=19093,
+        ge=0,
+        description="a listener for Kafka clients on librdkafka 2.1.1 and older (kcat 1.7.1) "
+        "in front of the embedded broker; 0: none",
+    )
 
 
 class Settings(BaseSettings):

@@ -39,6 +39,8 @@ from shopvec.supervise import (
 )
 
 __all__ = [
+    "COMPAT",
+    "WORKERS",
     "EmbeddedStack",
     "ManagedProcess",
     "StackError",
@@ -50,6 +52,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WORKERS = ("indexer", "query", "behaviour", "http")
+COMPAT = "kafka-compat"
+"""The supervised listener for Kafka clients that cannot talk to the embedded broker itself."""
 """What `up` starts by default. http (the API and page) answers its probes on its own port,
 SHOPVEC_HTTP__PORT; the others on an ops port chosen at start."""
 
@@ -159,9 +163,16 @@ class EmbeddedStack:
 
     # -- up ---------------------------------------------------------------------------------
 
-    def up(self, workers: Sequence[str] = WORKERS, *, ready_timeout_s: float = 180.0) -> None:
+    def up(
+        self,
+        workers: Sequence[str] = WORKERS,
+        *,
+        ready_timeout_s: float = 180.0,
+        compat: bool = False,
+    ) -> None:
         """Starts what is missing of the broker, Milvus and `workers`, and waits until each
-        answers; the supervisor keeps Milvus and the workers running until `down`."""
+        answers; the supervisor keeps Milvus and the workers running until `down`. `compat`:
+        also the listener for older Kafka clients (`shopvec up` offers it to people)."""
         s = self.settings
         with self._locked():
             procs = [p for p in self._own() if p.alive()]
@@ -185,6 +196,8 @@ class EmbeddedStack:
         if s.milvus_embedded:
             self._wait_supervised("milvus", lambda c: True, 60.0)
         self._wait_milvus()
+        if compat and s.kafka_embedded and s.stack.kafka_compat_port:
+            self._add_to_spec(lambda have: [] if COMPAT in have else self._compat_spec())
         self._add_to_spec(lambda have: [self._worker_spec(n) for n in workers if n not in have])
         for name in workers:
             self._wait_supervised(name, self._ready, ready_timeout_s)
@@ -270,6 +283,28 @@ class EmbeddedStack:
         # Stopped after the workers, which write to it while they drain.
         log_path = str(self._log_path("milvus"))
         return ChildSpec("milvus", cmd, log_path, cwd=os.getcwd(), port=port, stop_order=1)
+
+    def _compat_spec(self) -> list[ChildSpec]:
+        """The listener for older Kafka clients (shopvec.kafka.compat), where its port is free:
+        it is for people and their tools, so another program on the port only costs them it."""
+        port = self.settings.stack.kafka_compat_port
+        if _port_open(port):
+            log.warning(
+                "port %s is taken: no listener for older Kafka clients (kcat 1.7.1); set "
+                "SHOPVEC_STACK__KAFKA_COMPAT_PORT to another port to have one",
+                port,
+            )
+            return []
+        cmd = [
+            self.python,
+            "-m",
+            "shopvec.kafka.compat",
+            "--broker",
+            self.settings.kafka_bootstrap(),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ]
+        return [ChildSpec(COMPAT, cmd, str(self._log_path(COMPAT)), cwd=os.getcwd(), port=port)]
 
     def _worker_spec(self, name: str) -> ChildSpec:
         # The worker gets this stack's settings, not whatever the environment says: they may

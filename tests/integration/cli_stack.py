@@ -24,12 +24,14 @@ class CliStack:
     @classmethod
     def at(cls, home: Path) -> CliStack:
         kafka_port, milvus_port, http_port = free_port(), free_port(), free_port()
+        compat_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPVEC_")}
         env.update(
             {
                 "SHOPVEC_STACK__HOME": str(home),
                 "SHOPVEC_STACK__KAFKA_PORT": str(kafka_port),
                 "SHOPVEC_STACK__MILVUS_PORT": str(milvus_port),
+                "SHOPVEC_STACK__KAFKA_COMPAT_PORT": str(compat_port),
                 "SHOPVEC_HTTP__PORT": str(http_port),
                 # A killed consumer's partitions go to its successor once its session expires.
                 "SHOPVEC_KAFKA__SESSION_TIMEOUT_MS": "6000",
@@ -37,7 +39,12 @@ class CliStack:
         )
         settings = Settings.model_validate(
             {
-                "stack": {"home": home, "kafka_port": kafka_port, "milvus_port": milvus_port},
+                "stack": {
+                    "home": home,
+                    "kafka_port": kafka_port,
+                    "milvus_port": milvus_port,
+                    "kafka_compat_port": compat_port,
+                },
                 "http": {"port": http_port},
             }
         )

@@ -7,6 +7,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from shopvec.catalog import DEMO_CATALOG, myntra_products
 from shopvec.client import SearchClient
@@ -31,10 +32,17 @@ def test_up_serves_searches_and_down_leaves_nothing_running(tmp_path: Path, wait
         "query",
         "behaviour",
         "http",
+        "kafka-compat",
     }
     page = f"http://127.0.0.1:{settings.http.port}/"
     try:
-        assert page in shell.run("status")
+        status = shell.run("status")
+        assert page in status
+        # Older Kafka clients (kcat 1.7.1) have a listener of their own.
+        compat = settings.stack.kafka_compat_port
+        assert f"kcat -b 127.0.0.1:{compat}" in status
+        meta = AdminClient({"bootstrap.servers": f"127.0.0.1:{compat}"}).list_topics(timeout=10)
+        assert settings.topics.products in meta.topics
         products = myntra_products(DEMO_CATALOG)
         batch = [next(products) for _ in range(5)]
         EventPublisher(settings).send_all(batch, progress=False)

@@ -40,7 +40,7 @@ def test_a_killed_worker_is_started_again_and_down_stops_everything(
     cli("up", "--workers", "query")
     seen = stack.processes()
     try:
-        assert {p.name for p in seen} == {"kafka", "supervisor", "milvus", "query"}
+        assert {p.name for p in seen} == {"kafka", "supervisor", "milvus", "kafka-compat", "query"}
         first = query()
         assert first.restarts == 0 and first.alive() and _ready(first.port)
 
