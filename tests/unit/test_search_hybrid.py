@@ -142,8 +142,9 @@ def test_dense_when_asked_configured_or_combined_by_the_request() -> None:
     dense.search(SearchRequest(request_id="c", text="wool coat"))
     assert store.calls == [("fused_vec", None)]
     # A request may ask for hybrid where the scenario is configured dense: rrf then.
+    store.calls.clear()
     reply = dense.search(SearchRequest(request_id="h", text="wool coat", retrieval="hybrid"))
-    assert store.calls[-1] == ("fused_vec", "words_sparse")
+    assert store.calls[0] == ("fused_vec", "words_sparse")
     assert reply.results[0].explanation["hybrid"]["ranker"] == "rrf"
 
 
