@@ -252,6 +252,8 @@ def _killer(run: _Run, worker: str, kills: int, seconds: float) -> None:
     """`kills` SIGKILLs of the worker, each at a seeded moment while it is up and ready (the
     indexer's just after it wrote a batch, when others are in flight)."""
     rng = random.Random(run.rng.random())
+    if kills < 1:
+        return
     slot = seconds / kills
     for k in range(kills):
         # A moment in the k-th slot of the run; never before the worker is ready again.

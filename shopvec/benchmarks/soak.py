@@ -43,7 +43,11 @@ def _usage(stack: EmbeddedStack, workers: tuple[str, ...]) -> dict[str, dict[str
 
 
 def _load(
-    settings: Settings, plan: ChaosPlan, client: SearchClient, stop: threading.Event
+    settings: Settings,
+    plan: ChaosPlan,
+    client: SearchClient,
+    stop: threading.Event,
+    sent: dict[str, int],
 ) -> list[float]:
     """Price changes at 5/s, clicks at 40/s, a search every half second; search latencies."""
     from confluent_kafka import Producer
@@ -78,11 +82,14 @@ def _load(
             settings.topics.user_events, key=click.user_id.encode(), value=click.to_bytes()
         )
         producer.poll(0)
+        sent["clicks"] += 1
+        if tick % 8 == 0:
+            sent["product_changes"] += 1
         if tick % 20 == 0:
-            started = time.perf_counter()
+            asked = time.perf_counter()
             try:
                 client.search(queries[tick % len(queries)], top_k=10, timeout_s=30)
-                latencies.append((time.perf_counter() - started) * 1000)
+                latencies.append((time.perf_counter() - asked) * 1000)
             except Exception:
                 latencies.append(float("inf"))
     publisher.flush()
@@ -100,8 +107,9 @@ def soak(
 ) -> dict[str, Any]:
     stop = threading.Event()
     latencies: list[float] = []
+    sent = {"clicks": 0, "product_changes": 0}
     thread = threading.Thread(
-        target=lambda: latencies.extend(_load(settings, plan, client, stop)), daemon=True
+        target=lambda: latencies.extend(_load(settings, plan, client, stop, sent)), daemon=True
     )
     thread.start()
     seconds = minutes * 60
@@ -133,6 +141,8 @@ def soak(
         "measured_minutes": round((seconds - warm_up) / 60, 2),
         "workers": per_worker,
         "rss_growth_pct": max(growth) if growth else None,
+        "clicks_sent": sent["clicks"],
+        "product_changes_sent": sent["product_changes"],
         "searches": len(latencies),
         "search_timeouts": len(latencies) - len(answered),
         "search_p50_ms": round(percentile(answered, 50), 1),
