@@ -8,6 +8,8 @@ Milvus write returned, which is when a search can find it.
 summary: the lowest ratio to the raw encoder, the worst freshness p99 against its bound, and
 whether every run met both targets. `--memory-backlogs` runs it once per backlog size, each in a
 process of its own, and reports each process's peak RSS: the indexer's, for that backlog alone.
+`--aged-events N` runs it on a fresh stack, then on one whose products topic already carries N
+events that the indexer's group has passed, and compares the two.
 """
 
 from __future__ import annotations
