@@ -12,6 +12,7 @@ from shopvec.settings import Settings
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+@pytest.mark.timeout(900)  # four processes loading the encoder again, on two cores
 def test_nothing_lost_doubled_or_changed_after_kills() -> None:
     result = run_chaos_bench(
         Settings(), products=40, clicks=400, users=12, kills=1, seconds=20, seed=11
