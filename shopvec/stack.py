@@ -45,6 +45,7 @@ __all__ = [
     "ManagedProcess",
     "StackError",
     "free_port",
+    "ready",
     "tansu_binary",
     "worker_environment",
 ]
@@ -103,6 +104,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def ready(port: int | None) -> bool:
+    """Whether the process serving its ops endpoints on port says it is ready (/readyz)."""
+    if port is None:
+        return False
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
@@ -356,13 +368,9 @@ class EmbeddedStack:
                     ) from exc
                 time.sleep(0.5)
 
-    def _ready(self, child: ChildStatus) -> bool:
-        try:
-            url = f"http://127.0.0.1:{child.port}/readyz"
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
+    @staticmethod
+    def _ready(child: ChildStatus) -> bool:
+        return ready(child.port)
 
     def _wait_supervised(
         self, name: str, ready: Callable[[ChildStatus], bool], timeout_s: float

@@ -15,7 +15,6 @@ import signal
 import socket
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from shopvec.client import SearchClient
 from shopvec.kafka.config import producer_config
 from shopvec.publish import EventPublisher
 from shopvec.settings import Settings
-from shopvec.stack import EmbeddedStack
+from shopvec.stack import EmbeddedStack, ready
 from shopvec.supervise import ChildStatus
 
 __all__ = ["CHAOS_WORKERS", "run_chaos_bench"]
@@ -78,14 +77,7 @@ class _Run:
 
 
 def _ready(child: ChildStatus | None) -> bool:
-    if child is None or child.port is None or not child.alive():
-        return False
-    try:
-        url = f"http://127.0.0.1:{child.port}/readyz"
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
+    return child is not None and child.alive() and ready(child.port)
 
 
 def _answers(port: int) -> bool:

@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shopvec.stack import EmbeddedStack
+from shopvec.stack import EmbeddedStack, ready
 from shopvec.supervise import ChildStatus
 from tests.integration.cli_stack import CliStack, group_members
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _ready(port: int | None) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 def test_a_killed_worker_is_started_again_and_down_stops_everything(
@@ -42,14 +33,14 @@ def test_a_killed_worker_is_started_again_and_down_stops_everything(
     try:
         assert {p.name for p in seen} == {"kafka", "supervisor", "milvus", "kafka-compat", "query"}
         first = query()
-        assert first.restarts == 0 and first.alive() and _ready(first.port)
+        assert first.restarts == 0 and first.alive() and ready(first.port)
 
         os.kill(first.pid or 0, signal.SIGKILL)
 
         def restarted() -> ChildStatus | None:
             child = query()
             again = child.restarts >= 1 and child.pid != first.pid and child.alive()
-            return child if again and _ready(child.port) else None
+            return child if again and ready(child.port) else None
 
         second = wait_for(restarted, 60, "the killed query worker to answer /readyz again")
         assert second.port == first.port
