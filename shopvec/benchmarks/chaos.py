@@ -7,33 +7,25 @@ reports each worker's memory and open files.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import random
-import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
-from schemas.search import SearchReply
 from schemas.user_event import ForgetUser, UserEvent
 from shopvec.benchmarks.chaos_check import (
     Delivered,
-    Kill,
     check_products,
     check_reencoding,
     check_users,
     fresh_vectors,
     replay_users,
 )
+from shopvec.benchmarks.chaos_faults import ChaosRun, kill_milvus_once, kill_worker, wait_ready
 from shopvec.benchmarks.chaos_workload import ChaosPlan, ProductEvent, plan_chaos
 from shopvec.benchmarks.common import bench_settings
 from shopvec.benchmarks.soak import soak
@@ -41,49 +33,13 @@ from shopvec.client import SearchClient
 from shopvec.kafka.config import producer_config
 from shopvec.publish import EventPublisher
 from shopvec.settings import Settings
-from shopvec.stack import EmbeddedStack, ready
-from shopvec.supervise import ChildStatus
+from shopvec.stack import EmbeddedStack
 
 __all__ = ["CHAOS_WORKERS", "run_chaos_bench"]
 
 log = logging.getLogger(__name__)
 
 CHAOS_WORKERS = ("indexer", "query", "behaviour")
-
-
-@dataclass
-class _Run:
-    """What the threads of one run share."""
-
-    settings: Settings
-    stack: EmbeddedStack
-    rng: random.Random
-    stop: threading.Event = field(default_factory=threading.Event)
-    kills: list[Kill] = field(default_factory=list)
-    outages: list[Kill] = field(default_factory=list)
-    """Milvus restarts: what every worker waits out."""
-    milvus_restarts: int = 0
-    delivered: list[Delivered] = field(default_factory=list)
-    searches: list[tuple[float, Future[SearchReply]]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def child(self, name: str) -> ChildStatus | None:
-        return next((c for c in self.stack.supervised() if c.name == name), None)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-
-def _ready(child: ChildStatus | None) -> bool:
-    return child is not None and child.alive() and ready(child.port)
-
-
-def _answers(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _paced(items: Sequence[Any], seconds: float, stop: threading.Event) -> Iterator[Any]:
@@ -100,7 +56,7 @@ def _paced(items: Sequence[Any], seconds: float, stop: threading.Event) -> Itera
 
 
 def _publish_catalogue(
-    run: _Run, events: Sequence[ProductEvent], seconds: float, bursts: int = 10
+    run: ChaosRun, events: Sequence[ProductEvent], seconds: float, bursts: int = 10
 ) -> None:
     """In bursts, so that the indexer often holds a backlog when it is killed."""
     publisher = EventPublisher(run.settings)
@@ -112,7 +68,9 @@ def _publish_catalogue(
         publisher.flush()
 
 
-def _publish_clicks(run: _Run, events: Sequence[UserEvent | ForgetUser], seconds: float) -> None:
+def _publish_clicks(
+    run: ChaosRun, events: Sequence[UserEvent | ForgetUser], seconds: float
+) -> None:
     producer = Producer(producer_config(run.settings))
     topic = run.settings.topics.user_events
     failed: list[str] = []
@@ -145,7 +103,7 @@ def _publish_clicks(run: _Run, events: Sequence[UserEvent | ForgetUser], seconds
         run.errors.append(f"click events: {left} unsent, {len(failed)} failed {failed[:2]}")
 
 
-def _search(run: _Run, client: SearchClient, queries: Sequence[str], rate: float) -> None:
+def _search(run: ChaosRun, client: SearchClient, queries: Sequence[str], rate: float) -> None:
     while not run.stop.is_set():
         text = run.rng.choice(queries)
         user = f"shopper-{run.rng.randrange(50)}" if run.rng.random() < 0.5 else None
@@ -156,7 +114,7 @@ def _search(run: _Run, client: SearchClient, queries: Sequence[str], rate: float
         run.stop.wait(1.0 / rate)
 
 
-def _search_outcomes(run: _Run, timeout_s: float) -> dict[str, Any]:
+def _search_outcomes(run: ChaosRun, timeout_s: float) -> dict[str, Any]:
     """Replies and their absence. The query worker drops requests older than
     max_request_age_s (their clients have given up), so a request sent while it or Milvus
     was down may go unanswered; any other unanswered request is counted apart."""
@@ -189,108 +147,6 @@ def _search_outcomes(run: _Run, timeout_s: float) -> dict[str, Any]:
         "search_error_kinds": kinds,
         "search_errors_outside_restarts": elsewhere,
     }
-
-
-# -- faults ---------------------------------------------------------------------------------------
-
-
-_TOPIC_OF = {"indexer": "products", "behaviour": "user_events", "query": "search_requests"}
-
-
-def _committed(settings: Settings, worker: str) -> dict[int, int]:
-    group = getattr(settings, worker).group_id
-    topic = getattr(settings.topics, _TOPIC_OF[worker])
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap(),
-            "group.id": group,
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=10)
-        parts = [TopicPartition(topic, p) for p in meta.topics[topic].partitions]
-        return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10)}
-    finally:
-        consumer.close()
-
-
-def _wait_ready(
-    run: _Run, name: str, timeout_s: float = 600, *, not_pid: int | None = None
-) -> ChildStatus:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        child = run.child(name)
-        if child is not None and child.pid != not_pid and _ready(child):
-            return child
-        time.sleep(0.25)
-    raise TimeoutError(f"{name} not ready again within {timeout_s:.0f}s")
-
-
-def _await_batch(log_file: Path, timeout_s: float) -> None:
-    """Until the indexer logs its next written batch: it is busy, with more in flight."""
-    deadline = time.monotonic() + timeout_s
-    with open(log_file, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        while time.monotonic() < deadline:
-            line = f.readline()
-            if not line:
-                time.sleep(0.05)
-            elif b"batch written" in line:
-                return
-
-
-def _killer(run: _Run, worker: str, kills: int, seconds: float) -> None:
-    """`kills` SIGKILLs of the worker, each at a seeded moment while it is up and ready (the
-    indexer's just after it wrote a batch, when others are in flight)."""
-    rng = random.Random(run.rng.random())
-    if kills < 1:
-        return
-    slot = seconds / kills
-    for k in range(kills):
-        # A moment in the k-th slot of the run; never before the worker is ready again.
-        due = run.started + slot * k + rng.uniform(0.2, 0.9) * slot
-        child = _wait_ready(run, worker)
-        time.sleep(max(0.0, due - time.monotonic()))
-        child = _wait_ready(run, worker)
-        if worker == "indexer":
-            _await_batch(run.stack.home / "logs" / "indexer.log", slot / 2)
-            time.sleep(rng.uniform(0.0, 0.5))
-        assert child.pid is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child.pid, signal.SIGKILL)
-        kill = Kill(worker, child.pid, run.elapsed(), _committed(run.settings, worker))
-        _wait_ready(run, worker, not_pid=child.pid)
-        kill.back_s = run.elapsed()
-        with run.lock:
-            run.kills.append(kill)
-        log.info(
-            "killed %s (pid %s) at %.1fs, ready again at %.1fs",
-            worker,
-            child.pid,
-            kill.at_s,
-            kill.back_s,
-        )
-
-
-def _milvus_restart(run: _Run, at_s: float) -> None:
-    if run.stop.wait(max(0.0, at_s - run.elapsed())):
-        return
-    child = run.child("milvus")
-    if child is None or child.pid is None or not child.alive():
-        run.errors.append("Milvus Lite was not running at its kill")
-        return
-    os.kill(child.pid, signal.SIGKILL)
-    kill = Kill("milvus", child.pid, run.elapsed())
-    while not run.stop.is_set():
-        now = run.child("milvus")
-        if now and now.pid != kill.pid and now.alive() and now.port and _answers(now.port):
-            break
-        time.sleep(0.1)
-    kill.back_s = run.elapsed()
-    run.milvus_restarts += 1
-    run.outages.append(kill)
-    log.info("killed Milvus Lite at %.1fs, answering again at %.1fs", kill.at_s, kill.back_s)
 
 
 # -- settling and checking ------------------------------------------------------------------------
@@ -351,7 +207,7 @@ def run_chaos_bench(
     with bench_settings(settings) as s:
         stack = EmbeddedStack(s)
         stack.up(workers=CHAOS_WORKERS)
-        run = _Run(s, stack, random.Random(seed))
+        run = ChaosRun(s, stack, random.Random(seed))
         result: dict[str, Any] = {
             "seed": seed,
             "product_events": plan.product_events,
@@ -376,11 +232,12 @@ def run_chaos_bench(
             threading.Thread(target=_publish_clicks, args=(run, plan.clicks, seconds)),
         ]
         faults = [
-            threading.Thread(target=_killer, args=(run, w, kills, seconds)) for w in CHAOS_WORKERS
+            threading.Thread(target=kill_worker, args=(run, w, kills, seconds))
+            for w in CHAOS_WORKERS
         ]
         faults.append(
             threading.Thread(
-                target=_milvus_restart, args=(run, run.rng.uniform(0.3, 0.6) * seconds)
+                target=kill_milvus_once, args=(run, run.rng.uniform(0.3, 0.6) * seconds)
             )
         )
         searcher = threading.Thread(target=_search, args=(run, client, queries, search_rate))
@@ -394,7 +251,7 @@ def run_chaos_bench(
 
         # Every worker up again, then everything the events say must be there.
         for w in CHAOS_WORKERS:
-            _wait_ready(run, w)
+            wait_ready(run, w)
         result["settle_seconds"] = round(
             _settle(
                 _quietly(lambda: _catalogue_settled(store, plan)),
