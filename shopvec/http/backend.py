@@ -18,6 +18,7 @@ from schemas.search import SearchReply, SearchRequest
 from schemas.user_event import UserEvent
 from schemas.wire import HEADER_CONTENT_TYPE, HEADER_SCHEMA_VERSION
 from shopvec.http.contract import ProductView
+from shopvec.search.service import product_fields
 from shopvec.settings import Settings
 
 __all__ = ["Backend", "BackendUnavailable", "KafkaBackend", "product_view"]
@@ -50,20 +51,7 @@ class Backend(Protocol):
 
 
 def product_view(row: dict[str, Any]) -> ProductView:
-    doc: dict[str, Any] = row.get("doc") or {}
-    price = row.get("price")
-    return ProductView(
-        product_id=row["id"],
-        title=row.get("title") or "",
-        brand=row.get("brand") or None,
-        category_path=list(doc.get("category_path") or row.get("category") or []),
-        price=price if price is not None and price >= 0 else None,
-        currency=doc.get("currency"),
-        in_stock=row.get("in_stock"),
-        image_url=doc.get("image_url"),
-        thumbnail=doc.get("thumbnail"),
-        version=row.get("version"),
-    )
+    return ProductView(product_id=row["id"], in_stock=row.get("in_stock"), **product_fields(row))
 
 
 class KafkaBackend:

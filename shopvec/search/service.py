@@ -40,9 +40,26 @@ from shopvec.store.base import Hit, HybridRanker, ProductStore
 if TYPE_CHECKING:
     from shopvec.behaviour.personalise import Personaliser
 
-__all__ = ["SearchService", "filters_from_request"]
+__all__ = ["SearchService", "filters_from_request", "product_fields"]
 
 log = logging.getLogger(__name__)
+
+
+def product_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """What a reply shows of a product, from its stored row (a missing price is stored as
+    a negative number)."""
+    doc: dict[str, Any] = row.get("doc") or {}
+    price = row.get("price")
+    return {
+        "title": row.get("title") or "",
+        "brand": row.get("brand") or None,
+        "category_path": list(doc.get("category_path") or row.get("category") or []),
+        "price": price if price is not None and price >= 0 else None,
+        "currency": doc.get("currency"),
+        "image_url": doc.get("image_url"),
+        "thumbnail": doc.get("thumbnail"),
+        "version": row.get("version"),
+    }
 
 
 class SearchService:
@@ -324,18 +341,10 @@ class SearchService:
                     "personalisation": personal,
                 }
             )
-        price = f.get("price")
         return SearchResult(
             product_id=scored.hit.id,
             score=scored.score,
             rank=rank,
-            title=f.get("title", ""),
-            brand=f.get("brand") or None,
-            category_path=list(doc.get("category_path") or f.get("category") or []),
-            price=price if price is not None and price >= 0 else None,
-            currency=doc.get("currency"),
-            image_url=doc.get("image_url"),
-            thumbnail=doc.get("thumbnail"),
-            version=f.get("version"),
             explanation=explanation,
+            **product_fields(f),
         )
