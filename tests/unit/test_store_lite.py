@@ -17,6 +17,7 @@ import pytest
 milvus_lite = pytest.importorskip("milvus_lite")
 engine = pytest.importorskip("milvus_lite.engine.collection")
 executor_indexed = pytest.importorskip("milvus_lite.search.executor_indexed")
+sparse_inverted = pytest.importorskip("milvus_lite.index.sparse_inverted")
 
 from milvus_lite import CollectionSchema, DataType, FieldSchema, MilvusLite  # noqa: E402
 
@@ -176,18 +177,31 @@ def test_kept_bookkeeping_follows_a_new_set_of_segments(tmp_path: Path) -> None:
     )
 
 
+def _restored_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What install() replaces comes back after the test."""
+    monkeypatch.setattr(engine, "execute_search_with_index", engine.execute_search_with_index)
+    monkeypatch.setattr(engine.Collection, "_search_sparse", engine.Collection._search_sparse)
+    monkeypatch.setattr(
+        sparse_inverted.SparseInvertedIndex, "search", sparse_inverted.SparseInvertedIndex.search
+    )
+    monkeypatch.setattr(lite, "_stock_search_sparse", lite._stock_search_sparse)
+
+
 def test_install_puts_the_executor_in_place_on_a_version_it_follows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(engine, "execute_search_with_index", engine.execute_search_with_index)
+    _restored_after(monkeypatch)
     monkeypatch.setattr(lite.metadata, "version", lambda name: "3.2.2")
     assert lite.install()
     assert engine.execute_search_with_index is lite.execute_search
+    assert engine.Collection._search_sparse is lite.search_sparse
+    assert sparse_inverted.SparseInvertedIndex.search is lite._bm25_method
 
 
 def test_install_leaves_another_version_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     stock = engine.execute_search_with_index
-    monkeypatch.setattr(engine, "execute_search_with_index", stock)
+    _restored_after(monkeypatch)
     monkeypatch.setattr(lite.metadata, "version", lambda name: "4.0.0")
     assert not lite.install()
     assert engine.execute_search_with_index is stock
+    assert engine.Collection._search_sparse is not lite.search_sparse
