@@ -78,8 +78,11 @@ def test_fusion_switch_keeps_answering(settings, encoder, wait_for) -> None:
             # The old worker leaves; the new one takes over its partitions and answers.
             old_stop.set()
             old_thread.join(30)
+            assert not old_thread.is_alive(), "the old query worker did not stop"
             before = len(answers)
-            wait_for(lambda: len(answers) >= before + 3, 60, "answers after the switch")
+            # A failed search ends the wait at once, so that the reason is the one reported.
+            wait_for(lambda: len(answers) >= before + 3 or failures, 60, "answers after the switch")
+            assert failures == []
             stop.set()
             searcher.join(30)
     assert failures == []
