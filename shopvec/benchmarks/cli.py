@@ -147,6 +147,7 @@ def _http(settings: Settings, args: argparse.Namespace) -> int:
         requests=args.requests,
         rounds=args.rounds,
         kinds=tuple(args.kinds),
+        repeat=args.repeat,
     )
     _print(result, args.json)
     return 0
@@ -254,6 +255,12 @@ def add_bench_commands(sub: Any) -> None:
     web.add_argument("--requests", type=int, default=500, help="per query kind and side")
     web.add_argument("--rounds", type=int, default=25, help="alternating Kafka and HTTP rounds")
     web.add_argument("--kinds", nargs="+", choices=["text", "image"], default=["text", "image"])
+    web.add_argument(
+        "--repeat",
+        type=_at_least_one,
+        default=1,
+        help="runs on the same stack; figures from their pooled samples, and each run's",
+    )
     web.set_defaults(func=_http)
 
     enc = kinds.add_parser("encoders", help="images/s and texts/s per backend and batch size")

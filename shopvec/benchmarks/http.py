@@ -104,15 +104,44 @@ def _figures(over_http: list[Timed], over_kafka: list[Timed]) -> dict[str, float
     }
 
 
+class _Samples:
+    """What the runs of one query kind measured, side by side, pooled over runs."""
+
+    def __init__(self) -> None:
+        self.web: list[Timed] = []
+        self.kafka: list[Timed] = []
+        self.failures = {"http": 0, "kafka": 0}
+        self.runs: list[dict[str, float]] = []
+
+    def add(self, web: list[Timed], kafka: list[Timed]) -> None:
+        web = [t for t in web if not math.isnan(t[0])]
+        kafka = [t for t in kafka if not math.isnan(t[0])]
+        self.web += web
+        self.kafka += kafka
+        self.runs.append(_figures(web, kafka))
+
+    def figures(self) -> dict[str, Any]:
+        out: dict[str, Any] = _figures(self.web, self.kafka)
+        out["http_failed"] = self.failures["http"]
+        out["kafka_failed"] = self.failures["kafka"]
+        if len(self.runs) > 1:
+            for key in ("p99_overhead_ms", "p50_overhead_ms"):
+                each = [run[key] for run in self.runs]
+                out[f"{key}_each_run"] = each
+                out[f"{key}_median_run"] = round(float(np.median(each)), 1)
+        return out
+
+
 def _measure(
     body: Callable[[int], dict[str, Any]],
     client: SearchClient,
     connections: _Connections,
+    samples: _Samples,
     *,
     rate: float,
     requests: int,
     rounds: int,
-) -> dict[str, float]:
+) -> None:
     def over_kafka(i: int) -> Timed:
         request = SearchRequest.model_validate({"request_id": uuid.uuid4().hex, **body(i)})
         t = time.perf_counter()
@@ -136,7 +165,7 @@ def _measure(
         over_kafka(i)
         over_http(i)
     gc.freeze()
-    failures = {"http": 0, "kafka": 0}
+    failures = samples.failures
 
     def counted(side: str, send: Callable[[int], Timed]) -> Callable[[int], Timed]:
         def guarded(i: int) -> Timed:
@@ -156,12 +185,7 @@ def _measure(
         ids = range(start, min(requests, start + per_round))
         kafka += _paced(rate, ids, counted("kafka", over_kafka))
         web += _paced(rate, ids, counted("http", over_http))
-    figures = _figures(
-        [t for t in web if not math.isnan(t[0])], [t for t in kafka if not math.isnan(t[0])]
-    )
-    figures["http_failed"] = failures["http"]
-    figures["kafka_failed"] = failures["kafka"]
-    return figures
+    samples.add(web, kafka)
 
 
 def run_http_bench(
@@ -173,7 +197,11 @@ def run_http_bench(
     sample: int = 200,
     rounds: int = 25,
     kinds: tuple[str, ...] = ("text", "image"),
+    repeat: int = 1,
 ) -> dict[str, Any]:
+    """repeat: runs of every kind on the same stack and collection, one after the other; the
+    figures pool their samples (a p99 of 500 requests is the fifth slowest, which one pause of
+    the machine moves) and list each run's overheads."""
     encoder = build_encoder(settings, threads=settings.query.encoder_threads)
     rng = np.random.default_rng(7)
     seeds_catalogue = catalogue(sample, prefix="h")
@@ -183,6 +211,7 @@ def run_http_bench(
         "encoder": encoder.info.model_id,
         "products": products,
         "rate_per_s": rate,
+        "runs": repeat,
     }
     with bench_settings(settings, partitions=2) as s:
         port = free_port()
@@ -215,15 +244,20 @@ def run_http_bench(
                     "text": lambda i: {"text": texts[i % len(texts)]},
                     "image": lambda i: {"image_base64": photos[i % len(photos)]},
                 }
+                samples = {kind: _Samples() for kind in kinds}
+                for _ in range(repeat):
+                    for kind in kinds:
+                        _measure(
+                            bodies[kind],
+                            client,
+                            connections,
+                            samples[kind],
+                            rate=rate,
+                            requests=requests,
+                            rounds=rounds,
+                        )
                 for kind in kinds:
-                    out[kind] = _measure(
-                        bodies[kind],
-                        client,
-                        connections,
-                        rate=rate,
-                        requests=requests,
-                        rounds=rounds,
-                    )
+                    out[kind] = samples[kind].figures()
         finally:
             stack.stop(["http", "query"])
     out["p99_overhead_ms"] = max(out[kind]["p99_overhead_ms"] for kind in kinds)

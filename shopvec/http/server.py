@@ -3,6 +3,7 @@ the requests in flight, then the backend closes and deletes its reply topic)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from shopvec.http.app import create_app
@@ -28,6 +29,9 @@ def serve(settings: Settings) -> int:
         server_header=False,
     )
     server = uvicorn.Server(config)
+    # As in the workers (workers/_run.py): what start-up built lives as long as the process,
+    # and frozen, a full collection no longer walks it in the middle of a request.
+    gc.freeze()
     log.info("serving http://%s:%d/", h.host, h.port)
     server.run()
     # A port already taken, or a backend that could not start, leaves the server not started.
