@@ -113,6 +113,7 @@ def run_ingest_bench(
             raise RuntimeError("publishing the backlog failed")
         marks: list[tuple[float, IndexOutcome]] = []
         freshness: list[float] = []
+        traced: list[tuple[float, dict[str, float]]] = []
         done = threading.Event()
         target = {"n": products}
 
@@ -120,6 +121,9 @@ def run_ingest_bench(
             now = time.time()
             marks.append((now, outcome))
             freshness.extend(now - ms / 1000 for ms in outcome.written_event_ms)
+            traced.extend(
+                (ms / 1000, dict(outcome.stages, recorded=now)) for ms in outcome.written_event_ms
+            )
             if sum(o.written for _, o in marks) >= target["n"]:
                 done.set()
 
@@ -137,6 +141,7 @@ def run_ingest_bench(
         # Phase 2: freshness at half the sustained rate.
         marks.clear()
         freshness.clear()
+        traced.clear()
         done.clear()
         target["n"] = half_rate_products
         rate = sustained / 2
@@ -169,7 +174,51 @@ def run_ingest_bench(
         "freshness_p50_s": round(percentile(freshness, 50), 3),
         "freshness_p99_s": round(percentile(freshness, 99), 3),
         "freshness_bound_s": round(bound, 3),
+        **freshness_trace(traced),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+STAGES = (
+    ("to_batch", "assembled"),
+    ("prepare", "prepared"),
+    ("wait_encode", "encode_start"),
+    ("encode", "encoded"),
+    ("wait_write", "write_start"),
+    ("write", "written"),
+    ("record", "recorded"),
+)
+"""Where an event's freshness goes, in order: each stage ends at the mark named beside it.
+to_batch is from the event's updated_at until the consumer loop hands its batch over
+(produce, broker, fetch, the batch wait, any pause); wait_encode and wait_write are queues
+behind the previous batch (wait_write includes a flush that followed it)."""
+
+
+def freshness_trace(traced: list[tuple[float, dict[str, float]]]) -> dict[str, Any]:
+    """The slowest 1% of events (at least 3), stage by stage in ms, and each stage's median
+    over all events."""
+    if not traced:
+        return {}
+
+    def split(event_s: float, marks: dict[str, float]) -> dict[str, float]:
+        out, start = {}, event_s
+        for name, mark in STAGES:
+            end = marks.get(mark, start)
+            out[name] = round((end - start) * 1000, 1)
+            start = end
+        return out
+
+    rows = [
+        {"freshness_ms": round((marks["recorded"] - event_s) * 1000, 1), **split(event_s, marks)}
+        for event_s, marks in traced
+    ]
+    rows.sort(key=lambda r: r["freshness_ms"], reverse=True)
+    slowest = rows[: max(3, len(rows) // 100)]
+    return {
+        "freshness_stages_p50_ms": {
+            name: round(percentile([r[name] for r in rows], 50), 1) for name, _ in STAGES
+        },
+        "freshness_slowest_ms": slowest,
     }
 
 

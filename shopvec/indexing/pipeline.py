@@ -61,6 +61,9 @@ class IndexOutcome:
     encode_seconds: float = 0.0
     failures: list[tuple[ProductEventT, Exception]] = field(default_factory=list)
     written_event_ms: list[int] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+    """When the batch reached each stage (time.time()): assembled (handed over by the consumer
+    loop), prepared, encode_start, encoded, write_start, written. Set by the indexer service."""
 
 
 @dataclass

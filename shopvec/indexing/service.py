@@ -118,6 +118,7 @@ class IndexerService:
         return parse_product_event(value)
 
     def submit(self, batch: Batch[Decoded]) -> None:
+        assembled = time.time()
         if not self._threads:
             self._start()
         self._seq += 1
@@ -136,6 +137,7 @@ class IndexerService:
         prepared = self._retry(
             lambda: self._indexer.prepare(keep, purge=list(tombstoned), pending=pending)
         )
+        prepared.outcome.stages.update(assembled=assembled, prepared=time.time())
         with self._pending_lock:
             for pid in prepared.purge:
                 self._pending[pid] = (self._seq, None)
@@ -167,10 +169,13 @@ class IndexerService:
             if work is _STOP:
                 self._to_write.put(_STOP)
                 return
+            stages = work.prepared.outcome.stages
+            stages["encode_start"] = time.time()
             try:
                 self._indexer.encode(work.prepared)
             except BaseException as exc:
                 work.error = exc
+            stages["encoded"] = time.time()
             self._to_write.put(work)
 
     def _write_loop(self) -> None:
@@ -179,9 +184,12 @@ class IndexerService:
             if work is _STOP:
                 return
             outcome = None
+            stages = work.prepared.outcome.stages
+            stages["write_start"] = time.time()
             if work.error is None:
                 try:
                     outcome = self._retry(partial(self._indexer.write, work.prepared))
+                    stages["written"] = time.time()
                     self._unflushed += outcome.written
                 except BaseException as exc:
                     work.error = exc

@@ -131,3 +131,27 @@ def test_aged_ingest_is_compared_with_the_fresh_run() -> None:
     assert out["aged_within_20pct"] is True
     slow = compare_aged(_run(0.95, 1.0), _run(0.9, 1.0) | {"products_per_s": 30.0})
     assert slow["aged_within_20pct"] is False
+
+
+def test_freshness_trace_splits_the_slowest_events_by_stage() -> None:
+    from shopvec.benchmarks.ingest import freshness_trace
+
+    def marks(start: float, encode_s: float) -> dict[str, float]:
+        t = start + 0.2
+        out = {"assembled": t, "prepared": t + 0.01, "encode_start": t + 0.01}
+        out["encoded"] = out["encode_start"] + encode_s
+        out["write_start"] = out["encoded"]
+        out["written"] = out["write_start"] + 0.05
+        out["recorded"] = out["written"]
+        return out
+
+    traced = [(float(i), marks(float(i), 0.3)) for i in range(10)]
+    traced.append((100.0, marks(100.0, 2.0)))  # one slow encode
+    figures = freshness_trace(traced)
+    slowest = figures["freshness_slowest_ms"]
+    assert len(slowest) == 3
+    assert slowest[0]["encode"] == 2000.0
+    assert slowest[0]["freshness_ms"] == 2260.0
+    assert figures["freshness_stages_p50_ms"]["to_batch"] == 200.0
+    assert figures["freshness_stages_p50_ms"]["encode"] == 300.0
+    assert freshness_trace([]) == {}
