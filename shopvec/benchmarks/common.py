@@ -3,6 +3,7 @@ built from the real sample photos and titles, and percentiles."""
 
 from __future__ import annotations
 
+import os
 import resource
 import tempfile
 import uuid
@@ -19,7 +20,14 @@ from shopvec.kafka.admin import ensure_topics
 from shopvec.settings import Settings, StackSettings, TopicSettings
 from shopvec.stack import EmbeddedStack, free_port
 
-__all__ = ["bench_settings", "catalogue", "iter_catalogue", "peak_rss_mb", "percentile"]
+__all__ = [
+    "bench_settings",
+    "catalogue",
+    "cpu_seconds",
+    "iter_catalogue",
+    "peak_rss_mb",
+    "percentile",
+]
 
 
 @contextmanager
@@ -75,3 +83,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

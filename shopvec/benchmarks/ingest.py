@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from shopvec.benchmarks.broker import age_topic
 from shopvec.benchmarks.common import (
     bench_settings,
     catalogue,
+    cpu_seconds,
     iter_catalogue,
     peak_rss_mb,
     percentile,
@@ -36,6 +38,7 @@ from shopvec.indexing.pipeline import IndexOutcome
 from shopvec.publish import EventPublisher
 from shopvec.runtime import build_encoder, build_indexer_service
 from shopvec.settings import Settings
+from shopvec.stack import EmbeddedStack
 from shopvec.threads import limit_blas_threads
 
 log = logging.getLogger(__name__)
@@ -130,15 +133,18 @@ def run_ingest_bench(
         service, _ = build_indexer_service(s, encoder, on_batch=on_batch)
         stop = threading.Event()
         thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
+        cpu = _CpuShares(s)
         thread.start()
         if not done.wait(timeout=3600):
             raise TimeoutError("the backlog was not indexed within an hour")
+        backlog_cpu = cpu.shares()
         # Sustained: from the first batch's completion to the last one's, so the pipeline's
         # fill (group join, first fetch) is not counted, nor the products of that first batch.
         counted = sum(o.written for _, o in marks[1:])
         sustained = counted / (marks[-1][0] - marks[0][0])
 
         # Phase 2: freshness at half the sustained rate.
+        backlog_stages = freshness_trace(traced).get("freshness_stages_p50_ms", {})
         marks.clear()
         freshness.clear()
         traced.clear()
@@ -146,7 +152,11 @@ def run_ingest_bench(
         target["n"] = half_rate_products
         rate = sustained / 2
         publisher = EventPublisher(s)
+        # A new producer connects and fetches the topic's metadata on its first send: done
+        # before the first event is stamped, as a catalogue system's long-lived producer has.
+        publisher._producer.list_topics(s.topics.products, timeout=30)
         fresh = catalogue(half_rate_products, prefix="fresh")
+        cpu = _CpuShares(s)
         t0 = time.monotonic()
         for i, product in enumerate(fresh):
             delay = t0 + i / rate - time.monotonic()
@@ -158,6 +168,7 @@ def run_ingest_bench(
         # Its producer goes now, not with the next run's stack (it would retry this one's).
         del publisher
         done.wait(timeout=600)
+        half_rate_cpu = cpu.shares()
         stop.set()
         thread.join(60)
 
@@ -174,9 +185,35 @@ def run_ingest_bench(
         "freshness_p50_s": round(percentile(freshness, 50), 3),
         "freshness_p99_s": round(percentile(freshness, 99), 3),
         "freshness_bound_s": round(bound, 3),
+        "backlog_cpu_s": backlog_cpu,
+        "backlog_stages_p50_ms": backlog_stages,
+        "half_rate_cpu_s": half_rate_cpu,
         **freshness_trace(traced),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+
+
+class _CpuShares:
+    """CPU seconds used from now on by this process (the indexer) and by each process of the
+    embedded stack (broker, Milvus), with the wall time: what the encoder shared the cores
+    with while the backlog was indexed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._pids = {
+            p.name: p.pid
+            for p in EmbeddedStack(settings).processes()
+            if p.name in ("kafka", "milvus") and p.pid
+        }
+        self._pids["indexer"] = os.getpid()
+        self._wall = time.monotonic()
+        self._start = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+
+    def shares(self) -> dict[str, float]:
+        out = {
+            name: round(cpu_seconds(pid) - self._start[name], 1) for name, pid in self._pids.items()
+        }
+        out["wall"] = round(time.monotonic() - self._wall, 1)
+        return out
 
 
 STAGES = (

@@ -41,21 +41,19 @@ the embedded broker, which is left to be explained.
 from __future__ import annotations
 
 import gc
-import os
 import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from schemas.search import SearchRequest
 from shopvec.benchmarks.broker import age_topic
-from shopvec.benchmarks.common import bench_settings, catalogue, percentile
+from shopvec.benchmarks.common import bench_settings, catalogue, cpu_seconds, percentile
 from shopvec.client import SearchClient
 from shopvec.encoders.base import Encoder, l2_normalise
 from shopvec.imaging import ImageLoader
@@ -119,11 +117,6 @@ def _fill(
     return fused
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _wait_until_indexed(
     store: MilvusProductStore, settings: Settings, timeout_s: float = 900.0
 ) -> float:
@@ -134,9 +127,9 @@ def _wait_until_indexed(
         milvus = next(p for p in EmbeddedStack(settings).processes() if p.name == "milvus")
         quiet = 0
         while quiet < 3 and time.monotonic() < deadline:
-            before = _cpu_seconds(milvus.pid)
+            before = cpu_seconds(milvus.pid)
             time.sleep(1.0)
-            quiet = quiet + 1 if _cpu_seconds(milvus.pid) - before < 0.05 else 0
+            quiet = quiet + 1 if cpu_seconds(milvus.pid) - before < 0.05 else 0
     else:
         for field in VECTOR_FIELDS:
             while time.monotonic() < deadline:
