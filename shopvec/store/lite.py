@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 SUPPORTED_VERSIONS = ("3.2.",)
 """Milvus Lite versions whose search executor this one follows (by prefix)."""
 
-_VIEWS = 8
-"""Sets of segments whose bookkeeping is kept (several collections, vector fields share one)."""
+_VIEWS = 16
+"""Sets of segments whose bookkeeping is kept: per collection, the vector searches' (the
+segments in scope) and the full-text searches' (all of them)."""
 
 
 class _SegmentsView:
