@@ -15,7 +15,9 @@ from decimal import Decimal
 import pytest
 
 from schemas import ProductDelete, ProductUpsert
+from shopvec.benchmarks.ingest import STAGES
 from shopvec.catalog import DEMO_CATALOG, myntra_products
+from shopvec.indexing.pipeline import IndexOutcome
 from shopvec.publish import EventPublisher
 from shopvec.runtime import build_fusion, build_indexer_service, build_store, collection_spec
 from shopvec.settings import OpsSettings, Settings
@@ -140,8 +142,9 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(settings, encoder, w
 
 def test_two_indexers_share_the_partitions(settings, encoder, wait_for) -> None:
     store = product_store(settings, encoder)
-    first, m1 = build_indexer_service(settings, encoder)
-    second, m2 = build_indexer_service(settings, encoder)
+    outcomes: list[IndexOutcome] = []
+    first, m1 = build_indexer_service(settings, encoder, on_batch=outcomes.append)
+    second, m2 = build_indexer_service(settings, encoder, on_batch=outcomes.append)
     gen = myntra_products(DEMO_CATALOG)
     products = [next(gen) for _ in range(40)]
     with running(first.run, first.ready), running(second.run, second.ready):
@@ -157,3 +160,8 @@ def test_two_indexers_share_the_partitions(settings, encoder, wait_for) -> None:
         )
     assert m1.events_in._value.get() > 0 and m2.events_in._value.get() > 0
     assert len(live_versions(store)) == 40
+    # Each written batch says when it reached each stage, in order.
+    assert outcomes
+    for outcome in outcomes:
+        marks = [outcome.stages[stage] for _, stage in STAGES[:-1]]
+        assert marks == sorted(marks)
