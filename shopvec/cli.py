@@ -94,7 +94,36 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{'':10} " + "; ".join(parts))
     if children and (supervisor is None or not supervisor.alive()):
         print("the supervisor is not running: nothing is started again; `shopvec up` restarts it")
+    if settings.kafka_embedded and any(p.name == "kafka" and p.alive() for p in procs):
+        for line in crowded_partitions(settings):
+            print(line)
     return 0
+
+
+CROWDED_RECORDS = 10_000
+"""Records in a request or reply partition from which `shopvec status` warns: the embedded
+broker's 2 ms fetches came back empty from about 20,000 (docs/benchmarks.md)."""
+
+
+def crowded_partitions(settings: Settings, depths: dict[str, int] | None = None) -> list[str]:
+    """Warnings for the request/reply partitions of the embedded broker that near the depth at
+    which its searches stop being answered."""
+    from shopvec.kafka.admin import request_reply_depths
+
+    if depths is None:
+        try:
+            depths = request_reply_depths(settings)
+        except Exception as exc:  # the broker is starting, or gone
+            return [f"could not read the search topics' depths: {exc}"]
+    crowded = {name: n for name, n in depths.items() if n >= CROWDED_RECORDS}
+    if not crowded:
+        return []
+    held = ", ".join(f"{name} {n:,}" for name, n in crowded.items())
+    return [
+        f"search topics holding many records: {held}. The embedded broker stops answering "
+        "searches at about 20,000 records a partition: restart the stack soon "
+        "(`shopvec down`, then `shopvec up`; docs/benchmarks.md, the embedded broker)"
+    ]
 
 
 def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:

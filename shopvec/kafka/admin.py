@@ -1,17 +1,18 @@
-"""Topic creation: every topic with its configured partition count, idempotently."""
+"""Topic creation: every topic with its configured partition count, idempotently; and how
+many records the request/reply path's partitions hold."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from shopvec.kafka.config import admin_config
+from shopvec.kafka.config import admin_config, common_config
 from shopvec.settings import Settings
 
-__all__ = ["create_topic", "delete_topics", "ensure_topics"]
+__all__ = ["create_topic", "delete_topics", "ensure_topics", "request_reply_depths"]
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +62,26 @@ def _create(admin: AdminClient, wanted: list[NewTopic], timeout_s: float) -> lis
     if created:
         log.info("created topics %s", ", ".join(created))
     return created
+
+
+def request_reply_depths(settings: Settings, timeout_s: float = 10.0) -> dict[str, int]:
+    """Records held by each partition of the search requests topic and of the reply topics
+    (`topic[partition]` to the count), largest first. On the embedded broker a fetch on the
+    request/reply path returns nothing once a partition holds tens of thousands of records
+    (docs/benchmarks.md, "The embedded broker"), so `shopvec status` warns before that."""
+    topics = settings.topics
+    consumer = Consumer({**common_config(settings), "group.id": "shopvec-status"})
+    try:
+        listed = consumer.list_topics(timeout=timeout_s).topics
+        depths: dict[str, int] = {}
+        for name, meta in listed.items():
+            if name != topics.search_requests and not name.startswith(topics.search_replies):
+                continue
+            for p in meta.partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(name, p), timeout=timeout_s
+                )
+                depths[f"{name}[{p}]"] = max(0, high - low)
+    finally:
+        consumer.close()
+    return dict(sorted(depths.items(), key=lambda kv: -kv[1]))
