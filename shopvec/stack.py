@@ -53,10 +53,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WORKERS = ("indexer", "query", "behaviour", "http")
-COMPAT = "kafka-compat"
-"""The supervised listener for Kafka clients that cannot talk to the embedded broker itself."""
 """What `up` starts by default. http (the API and page) answers its probes on its own port,
 SHOPVEC_HTTP__PORT; the others on an ops port chosen at start."""
+
+COMPAT = "kafka-compat"
+"""The supervised listener for Kafka clients that cannot talk to the embedded broker itself."""
 
 # Children started by this process, kept so they can be reaped (no zombies) when stopped here.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
