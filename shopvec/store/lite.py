@@ -438,21 +438,12 @@ def search_sparse(
     )
     from milvus_lite.search.indexed_filter import evaluate_segment_filter
 
-    partition_filter = set(partition_names) if partition_names else None
-    projection_plan = build_projection_plan(output_fields, self._schema, api_kind="search")
-    sparse_spec = self._index_specs.get(vector_field)
-    index_params = sparse_spec.build_params if sparse_spec else {}
-    query_sparse = self._prepare_sparse_queries(query_vectors, vector_field)
-    nq = len(query_sparse)
-    compiled_filter = self._compile_filter(expr, timezone=timezone) if expr else None
-    indexed_filter_plan = self._indexed_filter_plan(compiled_filter)
-    per_query: list[list[tuple[float, Any, Any]]] = [[] for _ in range(nq)]
-
     seg_snapshot, delta_snap = self._read_snapshot()
     mt_deletes = self._memtable.delete_index_snapshot()
     tombstones = getattr(delta_snap, "_map", None)
     segments = list(seg_snapshot)
     if not isinstance(tombstones, dict) or any(len(s.pk_to_row) != s.num_rows for s in segments):
+        # A segment holding a key twice, or a tombstone index of another shape: the stock path.
         return _stock_sparse()(
             self,
             query_vectors,
@@ -464,6 +455,16 @@ def search_sparse(
             output_fields,
             timezone,
         )
+
+    partition_filter = set(partition_names) if partition_names else None
+    projection_plan = build_projection_plan(output_fields, self._schema, api_kind="search")
+    sparse_spec = self._index_specs.get(vector_field)
+    index_params = sparse_spec.build_params if sparse_spec else {}
+    query_sparse = self._prepare_sparse_queries(query_vectors, vector_field)
+    nq = len(query_sparse)
+    compiled_filter = self._compile_filter(expr, timezone=timezone) if expr else None
+    indexed_filter_plan = self._indexed_filter_plan(compiled_filter)
+    per_query: list[list[tuple[float, Any, Any]]] = [[] for _ in range(nq)]
 
     # -- which stored rows are live: the kept view, then the memtable and the tombstones -------
     view = _views.get(segments)
