@@ -33,9 +33,11 @@ partition holds.
 has already carried N searches: a request topic whose partitions hold N single-record batches
 (the query worker's group committed past them, as a worker that has run that long would be),
 sent by one client for the whole measurement. Reported beside the fresh side's figures, with
-the ratio of each percentile. The reply topic is the client's own and starts empty: a client
-reading a shared reply topic that already held 5,000 batches was seen to miss its replies on
-the embedded broker, which is left to be explained.
+the ratio of each percentile. The reply topic is the client's own and starts empty. On the embedded
+broker a fetch shorter than the time it takes to reach the end of a long partition returns
+nothing, so from about 20,000 batches a partition the request/reply path's 2 ms fetches get no
+records at all (docs/benchmarks.md, "The embedded broker"); a shared reply topic that already
+held 5,000 batches was where that was first seen.
 """
 
 from __future__ import annotations
