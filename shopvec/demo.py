@@ -64,7 +64,8 @@ def run_demo(settings: Settings, *, keep_running: bool = True) -> int:
         "Starting the embedded stack (Tansu broker, Milvus Lite, the indexer, query and behaviour"
         " workers, the HTTP API and page)"
     )
-    stack.up()
+    # The stack `shopvec up` starts, the listener for older Kafka clients (kcat) included.
+    stack.up(compat=True)
     try:
         products = list(myntra_products(DEMO_CATALOG))
         print(f"Publishing {len(products)} products of the Myntra sample")
