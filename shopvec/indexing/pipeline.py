@@ -27,6 +27,7 @@ from shopvec.fusion import Fusion
 from shopvec.imaging.colour import colour_words
 from shopvec.imaging.thumbnail import thumbnail_data_uri
 from shopvec.store.base import TEXT_MAX_BYTES, VECTOR_FIELDS, ProductStore, StoredState, clip_utf8
+from shopvec.terms import index_terms
 
 __all__ = [
     "ImageSource",
@@ -119,7 +120,8 @@ def _attribute_words(value: Any) -> list[str]:
 
 def product_words(event: ProductUpsert, colours: str = "") -> str:
     """What full-text search matches a product by: title, brand, category path, attribute
-    values, description, then the colour words of its photos."""
+    values, description (normalised for matching: shopvec.terms), then the colour words of
+    its photos."""
     parts = [
         event.title,
         event.brand or "",
@@ -129,7 +131,7 @@ def product_words(event: ProductUpsert, colours: str = "") -> str:
         colours,
     ]
     # The colours go last but must survive the cut: they are what photo-only words lack.
-    head = " ".join(p for p in parts[:-1] if p)
+    head = index_terms(" ".join(p for p in parts[:-1] if p))
     room = TEXT_MAX_BYTES["words"] - len(colours.encode()) - 1
     return " ".join(p for p in (clip_utf8(head, max(0, room)), colours) if p)
 

@@ -36,6 +36,7 @@ from shopvec.search.lexical import LEXICAL_FIELD, RetrievalConfig, lexical_parts
 from shopvec.search.photo_crops import PhotoCrops
 from shopvec.search.plan import Leg, Plan, filters_from_request, legs_for
 from shopvec.store.base import Hit, HybridRanker, ProductStore
+from shopvec.terms import query_terms
 
 if TYPE_CHECKING:
     from shopvec.behaviour.personalise import Personaliser
@@ -128,7 +129,7 @@ class SearchService:
         ):
             return
         leg = plan.legs[0]
-        leg.lexical, leg.text, leg.ranker = LEXICAL_FIELD[plan.scenario], text, ranker
+        leg.lexical, leg.text, leg.ranker = LEXICAL_FIELD[plan.scenario], query_terms(text), ranker
 
     # -- planning and encoding ----------------------------------------------------------------
 

@@ -58,6 +58,7 @@ PRODUCTS = [
     _product("dress-photo", rgb=(210, 25, 35)),  # a photo and no words at all
     _product("shoe", "Running shoe", rgb=(30, 60, 200)),
     _product("bag", "Leather tote bag"),
+    _product("tshirt", "Printed T-shirt"),
 ]
 
 
@@ -98,6 +99,16 @@ def test_english_and_chinese_words_find_their_product_first(hybrid) -> None:
     assert _top(service, "裤子")[0] == "jeans-zh"  # the category path is in the words
     assert _top(service, "roadster")[0] == "jacket"  # and the brand
     assert _top(service, "slim tee")[0] == "tee"  # and the attribute values
+
+
+def test_plurals_and_hyphens_meet_their_singulars(hybrid) -> None:
+    service, _ = hybrid
+    assert _top(service, "denim jackets")[0] == "jacket"
+    assert _top(service, "Tshirts")[0] == "tshirt"
+    assert _top(service, "t-shirts")[0] == "tshirt"
+    reply = service.search(SearchRequest(request_id="p", text="leather bags", top_k=10))
+    assert reply.results[0].product_id == "bag"
+    assert reply.results[0].explanation["hybrid"]["lexical_rank"] == 1
 
 
 def test_colour_words_from_pixels_find_a_photo_without_words(hybrid) -> None:

@@ -101,7 +101,8 @@ class _NoImages:
 def test_product_words_hold_title_brand_path_attributes_description_and_colours() -> None:
     event = _products()[2].model_copy(update={"brand": "Acme", "description": "soft"})
     words = product_words(event, "red 红色")
-    assert words == "cotton tee Acme Apparel Tshirts cotton S M soft red 红色"
+    # Normalised for matching (shopvec.terms): "Tshirts" is stored as "tshirt".
+    assert words == "cotton tee Acme Apparel tshirt cotton S M soft red 红色"
 
 
 def test_product_words_keep_the_colours_when_the_rest_is_cut() -> None:
