@@ -223,10 +223,12 @@ class QuerySettings(BaseModel):
     )
     rrf_k: int = Field(default=60, ge=1, description="the rrf ranker's k: 1 / (k + rank)")
     lexical_weight: float = Field(
-        default=0.05,
+        default=0.4,
         ge=0.0,
         le=1.0,
-        description="the weighted ranker's weight of the full-text leg (the vector's: 1 minus it)",
+        description="the weighted ranker's weight of the full-text leg (the vector's: 1 minus "
+        "it) for a query whose words one product holds whole; a query covered in part gets it "
+        "times its coverage cubed (shopvec.search.lexical)",
     )
     photo_crops: bool = Field(
         default=False,

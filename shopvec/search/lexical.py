@@ -12,21 +12,36 @@ Each scenario has its mode: dense, rrf or weighted (the ranker of a hybrid searc
 queries (image2image) and more_like_this have no words and stay dense. A request with
 ranker rrf or weighted combines dense legs itself (shopvec.search.combine) and stays dense too.
 
-Milvus answers a hybrid search with the merged score only. To show the lexical part of each
-score, the full-text leg is also searched alone (same words, filter and limit, so the same
-ranking the merge saw) and its part worked out with the ranker's own formula; the rest of the
-score is the dense part.
+The full-text leg is also searched alone (same words, filter and limit, so the same ranking
+the merge sees), before the hybrid search, for two things:
+
+- the query's **coverage**: the largest share of the query's words that one of the products
+  it finds holds. Words the catalogue does not use cannot match, and a query that matches
+  by one word of several (a Chinese query on an English catalogue matching by its colour
+  alone) is better ranked by its vectors. The weighted ranker gives the words
+  `lexical_weight * coverage ** 3`, so a query the best match holds whole gets the full
+  weight and one it holds half an eighth of it. RRF has no weights and takes the legs as
+  they come.
+- the explanation: Milvus answers a hybrid search with the merged score only, so the lexical
+  part of each score is worked out with the ranker's own formula; the rest is the dense part.
+
+Words are compared as Milvus's analyzer cuts them: jieba, lowercased (shopvec.store.milvus),
+after the normalisation both sides get (shopvec.terms).
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Any, Literal
 
 from schemas.search import Retrieval
 from shopvec.store.base import Hit, HybridRanker, LexicalField
+from shopvec.terms import index_terms
 
 __all__ = [
     "DEFAULT_LEXICAL_WEIGHT",
@@ -36,6 +51,9 @@ __all__ = [
     "LEXICAL_FIELD",
     "Mode",
     "RetrievalConfig",
+    "analysed_words",
+    "coverage",
+    "covered",
     "lexical_parts",
 ]
 
@@ -57,7 +75,11 @@ DEFAULT_RETRIEVAL: dict[str, Mode] = {
 }
 """Chosen on the development data (docs/evaluation.md, "Hybrid lexical + dense")."""
 DEFAULT_RRF_K = 60
-DEFAULT_LEXICAL_WEIGHT = 0.05
+DEFAULT_LEXICAL_WEIGHT = 0.4
+COVERAGE_POWER = 3
+"""The weighted ranker's words weigh lexical_weight * coverage ** COVERAGE_POWER."""
+_WORDLIKE = re.compile(r"\w")
+_WORDS = re.compile(r"[a-z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -81,6 +103,48 @@ class RetrievalConfig:
     @classmethod
     def dense(cls) -> RetrievalConfig:
         return cls(modes={})
+
+
+def covered(ranker: HybridRanker, share: float) -> HybridRanker:
+    """The ranker for a query of this coverage: the weighted ranker's words scaled by it."""
+    if ranker.kind != "weighted":
+        return ranker
+    return replace(ranker, lexical_weight=ranker.lexical_weight * share**COVERAGE_POWER)
+
+
+@cache
+def _jieba() -> Any:
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    return jieba
+
+
+def analysed_words(text: str) -> set[str]:
+    """The words full-text search matches text by: normalised (shopvec.terms), cut by jieba and
+    lowercased, as Milvus's analyzer does; punctuation and spaces are not words."""
+    cut = _jieba().lcut(index_terms(text))
+    return {w.lower() for w in cut if _WORDLIKE.search(w)}
+
+
+def coverage(query: str, hits: Sequence[Hit], source: str, *, best_of: int = 10) -> float:
+    """The largest share of the query's words that one of the first `best_of` hits holds in
+    its `source` field; 1.0 for a query without words, 0.0 when nothing was found. A stored
+    field is not cut by jieba (a description can run to kilobytes): a word of letters and
+    digits must be one of its words, any other (Chinese) a part of it."""
+    wanted = analysed_words(query)
+    if not wanted:
+        return 1.0
+    best = 0
+    for hit in hits[:best_of]:
+        text = str(hit.fields.get(source) or "").lower()
+        words = set(_WORDS.findall(text))
+        held = sum(w in words if _WORDS.fullmatch(w) and w.isascii() else w in text for w in wanted)
+        best = max(best, held)
+        if best == len(wanted):
+            break
+    return best / len(wanted)
 
 
 def lexical_parts(

@@ -64,7 +64,10 @@ class Leg:
     text: str = ""
     ranker: HybridRanker | None = None
     lexical_hits: list[Hit] | None = None
-    """The full-text field searched alone, to explain the hybrid scores (None: not searched)."""
+    """The full-text field searched alone, for the coverage and the explanation (None: not
+    searched)."""
+    coverage: float | None = None
+    """The largest share of the query's words one product holds (shopvec.search.lexical)."""
     explained: dict[str, dict[str, Any]] = dc_field(default_factory=dict)
     """Per product id, the lexical and dense parts of its hybrid score."""
 

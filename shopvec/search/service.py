@@ -32,10 +32,16 @@ from shopvec.encoders.base import Encoder
 from shopvec.fusion import Fusion
 from shopvec.indexing.pipeline import ImageSource
 from shopvec.search.combine import Scored, combine
-from shopvec.search.lexical import LEXICAL_FIELD, RetrievalConfig, lexical_parts
+from shopvec.search.lexical import (
+    LEXICAL_FIELD,
+    RetrievalConfig,
+    coverage,
+    covered,
+    lexical_parts,
+)
 from shopvec.search.photo_crops import PhotoCrops
 from shopvec.search.plan import Leg, Plan, filters_from_request, legs_for
-from shopvec.store.base import Hit, HybridRanker, ProductStore
+from shopvec.store.base import LEXICAL_SOURCES, Hit, HybridRanker, ProductStore
 from shopvec.terms import query_terms
 
 if TYPE_CHECKING:
@@ -102,6 +108,7 @@ class SearchService:
         for p in searching:
             p.legs = legs_for(p, self._fusion, self._fetch_limit(p.request))
             self._make_hybrid(p)
+        self._search_lexical([p for p in searching if p.legs and p.legs[0].lexical])
         self._run([p.legs[0] for p in searching if p.legs])
         if self._photo_crops is not None:
             self._photo_crops.refine(searching, self._encoder, self._images, self._store)
@@ -111,9 +118,10 @@ class SearchService:
             if late and (len(p.legs) > 1 or (p.legs and p.legs[0].lexical)):
                 p.legs, p.truncated = p.legs[:1], True
         self._run([leg for p in searching for leg in p.legs[1:]])
-        self._explain_lexical(
-            [p.legs[0] for p in searching if p.legs and p.legs[0].lexical and not p.truncated]
-        )
+        for p in searching:
+            leg = p.legs[0] if p.legs else None
+            if leg is not None and leg.lexical_hits is not None and leg.ranker is not None:
+                leg.explained = lexical_parts(leg.hits, leg.lexical_hits, leg.ranker)
         return [self._reply(p, started) for p in plans]
 
     def _make_hybrid(self, plan: Plan) -> None:
@@ -231,21 +239,26 @@ class SearchService:
             for leg, hits in zip(group, results, strict=True):
                 leg.hits = hits
 
-    def _explain_lexical(self, legs: list[Leg]) -> None:
-        """The full-text legs of hybrid searches alone, for the lexical part of each score."""
-        groups: dict[tuple[str, str, int], list[Leg]] = defaultdict(list)
-        for leg in legs:
-            groups[(str(leg.lexical), repr(leg.filter), leg.limit)].append(leg)
+    def _search_lexical(self, plans: list[Plan]) -> None:
+        """The full-text legs of hybrid searches alone, before the hybrid searches: each
+        query's coverage sets its ranker's weights, and the hits explain the lexical part of
+        each score (shopvec.search.lexical)."""
+        groups: dict[tuple[str, str, int], list[Plan]] = defaultdict(list)
+        for p in plans:
+            leg = p.legs[0]
+            groups[(str(leg.lexical), repr(leg.filter), leg.limit)].append(p)
         for group in groups.values():
-            first = group[0]
+            first = group[0].legs[0]
             assert first.lexical is not None
             results = self._store.lexical_search(
-                first.lexical, [leg.text for leg in group], first.limit, first.filter
+                first.lexical, [p.legs[0].text for p in group], first.limit, first.filter
             )
-            for leg, hits in zip(group, results, strict=True):
-                assert leg.ranker is not None
+            for p, hits in zip(group, results, strict=True):
+                leg = p.legs[0]
+                assert leg.ranker is not None and leg.lexical is not None
                 leg.lexical_hits = hits
-                leg.explained = lexical_parts(leg.hits, hits, leg.ranker)
+                leg.coverage = coverage(p.request.text or "", hits, LEXICAL_SOURCES[leg.lexical])
+                leg.ranker = covered(leg.ranker, leg.coverage)
 
     # -- replies --------------------------------------------------------------------------------
 
@@ -262,7 +275,11 @@ class SearchService:
 
     def _hybrid_explained(self, leg: Leg, product_id: str) -> dict[str, Any]:
         ranker = leg.ranker or HybridRanker()
-        out: dict[str, Any] = {"ranker": ranker.kind, "lexical_field": leg.lexical}
+        out: dict[str, Any] = {
+            "ranker": ranker.kind,
+            "lexical_field": leg.lexical,
+            "coverage": None if leg.coverage is None else round(leg.coverage, 4),
+        }
         if ranker.kind == "rrf":
             out["k"] = ranker.k
         else:

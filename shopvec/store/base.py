@@ -229,7 +229,8 @@ class ProductStore(Protocol):
         limit: int,
         flt: SearchFilter | None = None,
     ) -> list[list[Hit]]:
-        """Full-text search; a hit's score is its BM25 score."""
+        """Full-text search; a hit's score is its BM25 score, its fields the scalar output
+        fields and the field's words (LEXICAL_SOURCES)."""
         ...
 
     def hybrid_search(

@@ -387,7 +387,7 @@ class MilvusProductStore:
             anns_field=field,
             limit=limit,
             filter=filter_expression(flt),
-            output_fields=list(SCALAR_OUTPUT_FIELDS),
+            output_fields=[*SCALAR_OUTPUT_FIELDS, LEXICAL_SOURCES[field]],
             search_params={"metric_type": "BM25"},
             timeout=self._timeout,
         )

@@ -141,6 +141,14 @@ def test_weighted_ranker_and_dense_only(hybrid) -> None:
     assert top.product_id == "jacket"
     parts = top.explanation["hybrid"]
     assert parts["ranker"] == "weighted" and parts["lexical_part"] > 0
+    assert parts["coverage"] == 1.0 and parts["lexical_weight"] == 0.5
+    assert parts["lexical_part"] + parts["dense_part"] == pytest.approx(top.score, abs=1e-5)
+    # Half the words found in one product: an eighth of the weight, and Milvus merged with it.
+    reply = weighted.search(SearchRequest(request_id="h", text="denim parka", top_k=10))
+    top = reply.results[0]
+    parts = top.explanation["hybrid"]
+    assert parts["coverage"] == 0.5 and parts["lexical_weight"] == pytest.approx(0.0625)
+    assert parts["lexical_part"] > 0
     assert parts["lexical_part"] + parts["dense_part"] == pytest.approx(top.score, abs=1e-5)
     dense = SearchService(encoder, store, fusion, Images(), retrieval=RetrievalConfig.dense())
     reply = dense.search(SearchRequest(request_id="d", text="denim jacket", top_k=10))

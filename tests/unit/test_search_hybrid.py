@@ -21,7 +21,7 @@ from shopvec.fusion import Fusion
 from shopvec.indexing import ProductIndexer
 from shopvec.indexing.pipeline import product_words
 from shopvec.search import SearchService
-from shopvec.search.lexical import RetrievalConfig, lexical_parts
+from shopvec.search.lexical import RetrievalConfig, coverage, covered, lexical_parts
 from shopvec.store import CollectionSpec, Hit, HybridRanker, InMemoryProductStore, SearchFilter
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -31,6 +31,7 @@ class WordsStore(InMemoryProductStore):
     def __init__(self, spec: CollectionSpec) -> None:
         super().__init__(spec)
         self.calls: list[tuple[str, str | None]] = []
+        self.rankers: list[HybridRanker] = []
 
     @property
     def lexical(self) -> bool:
@@ -51,6 +52,7 @@ class WordsStore(InMemoryProductStore):
 
     def hybrid_search(self, field, vectors, lexical_field, texts, limit, ranker, flt=None):  # type: ignore[no-untyped-def]
         self.calls.append((field, lexical_field))
+        self.rankers.append(ranker)
         dense = self.search(field, vectors, limit, flt)
         words = self.lexical_search(lexical_field, texts, limit, flt)
         merged = []
@@ -173,6 +175,39 @@ def test_lexical_parts_follow_the_rankers_formulas() -> None:
     assert weighted["b"]["lexical_part"] == pytest.approx(0.3 * 2 * math.atan(3.0) / math.pi)
     assert weighted["b"]["dense_part"] == pytest.approx(0.5 - 0.3 * 2 * math.atan(3.0) / math.pi)
     assert np.isclose(weighted["a"]["dense_part"], 0.9)
+
+
+def test_coverage_is_the_largest_share_of_the_query_one_product_holds() -> None:
+    def hits(*words: str) -> list[Hit]:
+        return [Hit(str(i), 1.0, {"words": w}) for i, w in enumerate(words)]
+
+    found = hits("navy polo tshirt", "blue denim jacket", "blue cotton tshirt")
+    assert coverage("Blue Tshirts", found, "words") == 1.0  # normalised as the words are
+    assert coverage("blue tshirts", found[:2], "words") == 0.5
+    assert coverage("米色高跟鞋", hits("beige 米色", "heel"), "words") == 0.5
+    assert coverage("Blue 牛仔裤", hits("修身蓝色牛仔裤 blue"), "words") == 1.0
+    assert coverage("blue tshirts", [], "words") == 0.0
+    assert coverage("!!!", found, "words") == 1.0  # no words: nothing to scale
+    # A word of letters must be a whole word of the product's, not a part of one.
+    assert coverage("tee", hits("teenage dream"), "words") == 0.0
+
+
+def test_covered_scales_the_weighted_rankers_words_only() -> None:
+    weighted = HybridRanker("weighted", 60, 0.4)
+    assert covered(weighted, 1.0) == weighted
+    assert covered(weighted, 0.5).lexical_weight == pytest.approx(0.05)
+    assert covered(HybridRanker("rrf", 60, 0.4), 0.5) == HybridRanker("rrf", 60, 0.4)
+
+
+def test_a_query_the_products_words_hold_in_part_weighs_its_words_less() -> None:
+    svc, store = _service(WordsStore, RetrievalConfig({"text2product": "weighted"}))
+    reply = svc.search(SearchRequest(request_id="w", text="wool coats", top_k=3))
+    assert store.rankers[-1].lexical_weight == pytest.approx(0.4)
+    assert reply.results[0].explanation["hybrid"]["coverage"] == 1.0
+    reply = svc.search(SearchRequest(request_id="h", text="wool hat", top_k=3))
+    assert store.rankers[-1].lexical_weight == pytest.approx(0.05)
+    hybrid = reply.results[0].explanation["hybrid"]
+    assert hybrid["coverage"] == 0.5 and hybrid["lexical_weight"] == pytest.approx(0.05)
 
 
 def test_settings_default_is_the_services() -> None:
