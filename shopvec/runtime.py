@@ -274,6 +274,10 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
     store = build_store(settings, collection_spec(settings, encoder, fusion))
     store.ensure()
     q = settings.query
+    if store.lexical and "weighted" in q.retrieval.values():
+        from shopvec.search.lexical import load_analyzer
+
+        load_analyzer()
     return SearchService(
         encoder,
         store,

@@ -55,6 +55,7 @@ __all__ = [
     "coverage",
     "covered",
     "lexical_parts",
+    "load_analyzer",
 ]
 
 LEXICAL_FIELD: dict[str, LexicalField] = {
@@ -119,6 +120,12 @@ def _jieba() -> Any:
     jieba.setLogLevel(logging.WARNING)
     jieba.initialize()
     return jieba
+
+
+def load_analyzer() -> None:
+    """Loads jieba's dictionary now (about a second, some 70 MB) rather than on the first
+    query with words; a service whose weighted ranker needs coverages calls it at start."""
+    _jieba()
 
 
 def analysed_words(text: str) -> set[str]:
