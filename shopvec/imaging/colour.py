@@ -124,6 +124,17 @@ def _product_mask(lab: np.ndarray, background_distance: float, min_region: float
     return centre
 
 
+def _nearest_names(pixels: np.ndarray) -> np.ndarray:
+    """(n, 3) CIELAB pixels: the palette index of each one's nearest reference (-1: skin)."""
+    # Squared distances to every reference, a channel at a time: the same sums in the same
+    # order as summing the squared differences over the channel axis, without the (n, refs, 3)
+    # array and the slow reduction over its short last axis (half the time of the whole).
+    distances = (pixels[:, :1] - _REF_LAB[:, 0]) ** 2
+    distances += (pixels[:, 1:2] - _REF_LAB[:, 1]) ** 2
+    distances += (pixels[:, 2:3] - _REF_LAB[:, 2]) ** 2
+    return _REF_NAME[np.argmin(distances, axis=1)]
+
+
 def colour_names(
     image: torch.Tensor,
     *,
@@ -138,9 +149,7 @@ def colour_names(
         return []
     lab = _srgb_to_lab(_small(image, max_side))
     mask = _product_mask(lab, background_distance, min_region)
-    pixels = lab[mask]
-    distances = ((pixels[:, None, :] - _REF_LAB[None, :, :]) ** 2).sum(axis=-1)
-    names = _REF_NAME[np.argmin(distances, axis=1)]
+    names = _nearest_names(lab[mask])
     # The product is usually in the middle of the frame: nearer pixels count for more.
     h, w, _ = lab.shape
     ys, xs = np.nonzero(mask)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from shopvec.imaging.colour import PALETTE, colour_names, colour_words
+from shopvec.imaging.colour import (
+    _REF_LAB,
+    _REF_NAME,
+    PALETTE,
+    _nearest_names,
+    colour_names,
+    colour_words,
+)
 
 
 def _photo(background: tuple[int, int, int], size: tuple[int, int] = (80, 60)) -> torch.Tensor:
@@ -61,3 +69,9 @@ def test_palette_names_are_unique_in_both_languages() -> None:
 def test_empty_or_odd_tensors_give_no_words() -> None:
     assert colour_names(torch.zeros((3, 0, 0), dtype=torch.uint8)) == []
     assert colour_names(torch.zeros((1, 8, 8), dtype=torch.uint8)) == []
+
+
+def test_nearest_reference_is_the_plain_formulas_to_the_last_bit() -> None:
+    pixels = np.random.default_rng(0).uniform([0, -100, -100], [100, 100, 100], (20_000, 3))
+    plain = ((pixels[:, None, :] - _REF_LAB[None, :, :]) ** 2).sum(axis=-1)
+    assert np.array_equal(_nearest_names(pixels), _REF_NAME[np.argmin(plain, axis=1)])
