@@ -4,6 +4,13 @@ By default each client owns a private reply topic (created on open, deleted on c
 it from the beginning, so no reply can be missed whatever the broker reports as the end of a
 topic. A shared reply topic can be named instead; the client then reads from its end and keeps
 only the replies whose correlation id it is waiting for.
+
+A private reply topic is replaced after `Settings.reply_topic_records()` replies (by default
+only on the embedded broker, whose fetches slow with every batch a partition holds): searches
+sent from then on name a new topic, the client reads both, and the old one is deleted once
+every search sent to it has been answered or given up (the client's timeout, or the age past
+which query workers drop a request, whichever is longer). A caller that sends requests by other
+means and waits with `expect` reads `reply_topic` for each request it sends.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import base64
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -49,18 +57,26 @@ class SearchClient:
         self._timeout_s = timeout_s
         self._retries = retries
         self._private = reply_topic is None
-        self.reply_topic = reply_topic or f"{settings.topics.search_replies}.{uuid.uuid4().hex}"
         self._pending: dict[str, Future[SearchReply]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        if self._private:
-            # One day of retention is plenty for a reply; the topic is deleted on close anyway.
-            create_topic(settings, self.reply_topic, 1, {"retention.ms": "86400000"})
+        self._rotate_after = settings.reply_topic_records() if self._private else 0
+        self._retire_after_s = max(timeout_s, settings.query.max_request_age_s) + 5.0
+        self._read_on_current = 0
+        self._retiring: list[tuple[str, float]] = []
+        """Replaced reply topics, with when they stopped being named in requests."""
+        self.reply_topic = reply_topic or self._new_reply_topic()
         self._producer = Producer(producer_config(settings, **{"linger.ms": 0}))
         self._consumer = Consumer(reply_reader_config(settings))
         self._assign()
         self._reader = threading.Thread(target=self._read, name="search-replies", daemon=True)
         self._reader.start()
+
+    def _new_reply_topic(self) -> str:
+        name = f"{self._settings.topics.search_replies}.{uuid.uuid4().hex}"
+        # One day of retention is plenty for a reply; the topic is deleted anyway.
+        create_topic(self._settings, name, 1, {"retention.ms": "86400000"})
+        return name
 
     def _assign(self) -> None:
         if self._private:
@@ -73,8 +89,14 @@ class SearchClient:
     def _read(self) -> None:
         while not self._stop.is_set():
             msg = self._consumer.poll(0.1)
+            if self._retiring:
+                self._retire()
             if msg is None or msg.error() is not None:
                 continue
+            if self._rotate_after and msg.topic() == self.reply_topic:
+                self._read_on_current += 1
+                if self._read_on_current >= self._rotate_after:
+                    self._rotate()
             try:
                 reply = SearchReply.from_bytes(msg.value() or b"")
             except ValueError:
@@ -86,6 +108,35 @@ class SearchClient:
                 # An asyncio caller that timed out may have cancelled it meanwhile.
                 with contextlib.suppress(InvalidStateError):
                     future.set_result(reply)
+
+    def _rotate(self) -> None:
+        """From now on requests name a new reply topic; the current one retires."""
+        self._read_on_current = 0
+        try:
+            new = self._new_reply_topic()
+        except Exception as exc:  # searches go on through the current topic; tried again later
+            log.warning("could not create a new reply topic: %s", exc)
+            return
+        self._consumer.incremental_assign([TopicPartition(new, 0, OFFSET_BEGINNING)])
+        old, self.reply_topic = self.reply_topic, new
+        self._retiring.append((old, time.monotonic()))
+        log.info("replies now come on %s; %s retires", new, old)
+
+    def _retire(self) -> None:
+        """Deletes the retired reply topics that no search can still be answered on."""
+        now = time.monotonic()
+        due = [name for name, since in self._retiring if now - since >= self._retire_after_s]
+        if not due:
+            return
+        self._retiring = [(n, since) for n, since in self._retiring if n not in due]
+        self._consumer.incremental_unassign([TopicPartition(name, 0) for name in due])
+        self._delete(due)
+
+    def _delete(self, names: list[str]) -> None:
+        try:
+            delete_topics(self._settings, names, timeout_s=10)
+        except Exception as exc:  # the topics expire on their own; nothing may fail for this
+            log.warning("could not delete reply topics %s: %s", names, exc)
 
     def expect(self, request_id: str) -> Future[SearchReply]:
         """A future for the reply to request_id on this client's reply topic, for a request
@@ -183,10 +234,7 @@ class SearchClient:
         self._consumer.close()
         self._producer.flush(5)
         if self._private:
-            try:
-                delete_topics(self._settings, [self.reply_topic], timeout_s=10)
-            except Exception as exc:  # the topic expires on its own; closing must not fail
-                log.warning("could not delete reply topic %s: %s", self.reply_topic, exc)
+            self._delete([self.reply_topic, *(name for name, _ in self._retiring)])
 
     def __enter__(self) -> SearchClient:
         return self

@@ -67,6 +67,12 @@ class TopicSettings(BaseModel):
         }
 
 
+EMBEDDED_REPLY_TOPIC_RECORDS = 5_000
+"""On the embedded broker a fetch slows with every record batch before it in its partition,
+and from about 20,000 the request/reply path's short fetches return nothing
+(docs/benchmarks.md, "The embedded broker"); a reply is a batch of one."""
+
+
 class KafkaSettings(BaseModel):
     bootstrap_servers: str | None = Field(
         default=None, description="host:port[,host:port]; unset means the embedded broker"
@@ -85,6 +91,14 @@ class KafkaSettings(BaseModel):
         description="the longest a fetch waits for data; unset: 10 against a configured "
         "broker, which answers as soon as data arrives, and 2 against the embedded one, "
         "which holds every fetch for the whole wait",
+    )
+    reply_topic_records: int | None = Field(
+        default=None,
+        ge=0,
+        description="a search client's own reply topic is replaced by a new one after this "
+        "many replies, and deleted once the searches sent to it are answered or given up; 0: "
+        "never; unset: 5000 against the embedded broker, which slows with every batch a "
+        "partition holds and deletes no records, never against Kafka, whose retention does",
     )
     extra: dict[str, str] = Field(
         default_factory=dict, description="further librdkafka properties, passed through"
@@ -379,6 +393,13 @@ class Settings(BaseSettings):
         if self.kafka.fetch_wait_max_ms is not None:
             return self.kafka.fetch_wait_max_ms
         return 2 if self.kafka_embedded else 10
+
+    def reply_topic_records(self) -> int:
+        """How many replies a client's own reply topic takes before it is replaced (0: no
+        limit)."""
+        if self.kafka.reply_topic_records is not None:
+            return self.kafka.reply_topic_records
+        return EMBEDDED_REPLY_TOPIC_RECORDS if self.kafka_embedded else 0
 
     def reply_topic_patterns(self) -> list[str]:
         if self.query.reply_topic_patterns is not None:

@@ -6,8 +6,9 @@ runs as its own process too (`workers.http`, as `shopvec up` and the deployments
 difference between the two is what the HTTP hop adds: parsing and validating the body, the
 service's own produce to the requests topic and its wait on its reply topic, and the answer's
 JSON. Rounds alternate between the sides, so that a change in the machine's load falls on both
-alike; each side keeps one reply topic for the whole run (the service has one for its life), so
-neither pays more than the other for what the embedded broker's partitions hold.
+alike; each side keeps one reply topic for the whole run (fewer replies than the 5,000 after
+which a client of the embedded broker replaces its topic), so neither pays more than the other
+for what the embedded broker's partitions hold.
 
 The HTTP side keeps its connections open (a pool of keep-alive connections, as a storefront's
 HTTP client does); a request that needs a new TCP connection on loopback pays about a tenth of

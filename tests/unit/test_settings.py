@@ -76,3 +76,18 @@ def test_fetch_wait_is_short_only_on_the_embedded_broker() -> None:
     assert embedded.model_copy(update={"kafka": kafka}).fetch_wait_ms() == 10
     chosen = kafka.model_copy(update={"fetch_wait_max_ms": 50})
     assert embedded.model_copy(update={"kafka": chosen}).fetch_wait_ms() == 50
+
+
+def test_reply_topics_are_replaced_by_default_only_on_the_embedded_broker() -> None:
+    embedded = Settings()
+
+    def with_kafka(**update: object) -> Settings:
+        return embedded.model_copy(update={"kafka": embedded.kafka.model_copy(update=update)})
+
+    assert with_kafka(reply_topic_records=None).reply_topic_records() == 5_000
+    assert with_kafka(bootstrap_servers="kafka:9092").reply_topic_records() == 0
+    assert (
+        with_kafka(bootstrap_servers="kafka:9092", reply_topic_records=100).reply_topic_records()
+        == 100
+    )
+    assert with_kafka(reply_topic_records=0).reply_topic_records() == 0
