@@ -184,7 +184,11 @@ class IndexerSettings(BaseModel):
         default=5000, ge=1, description="seal written rows into the index after this many"
     )
     flush_interval_s: float = Field(
-        default=30.0, gt=0, description="or after this long, when anything was written"
+        default=600.0,
+        gt=0,
+        description="or after this long, when anything was written (Milvus seals an idle "
+        "segment after 10 minutes itself; each flush starts index builds, which on one "
+        "machine take the encoder's cores)",
     )
     max_event_bytes: int = Field(
         default=2 * 1024 * 1024,

@@ -86,7 +86,7 @@ class IndexerService:
         metrics: IndexerMetrics,
         retry: Retrier,
         flush_rows: int = 5000,
-        flush_interval_s: float = 30.0,
+        flush_interval_s: float = 600.0,
         on_batch: Callable[[IndexOutcome], None] | None = None,
     ) -> None:
         self._indexer = indexer
