@@ -4,6 +4,10 @@ same encoder's raw batch throughput in the same run, then freshness at half that
 Freshness is measured from each event's updated_at (set when it is published) to the moment its
 Milvus write returned, which is when a search can find it.
 
+The raw rate is measured before the backlog and again after the freshness phase, and the ratio
+is taken to the better of the two: the shared cores' speed drifts between, and a single raw
+measurement made the ratio follow that drift (ratios above 1 in some runs).
+
 `--repeat N` runs the whole benchmark N times in one command (each on a fresh stack) and adds a
 summary: the lowest ratio to the raw encoder, the worst freshness p99 against its bound, and
 whether every run met both targets. `--memory-backlogs` runs it once per backlog size, each in a
@@ -102,7 +106,7 @@ def run_ingest_bench(
         warm()
     batch = settings.indexer.batch_size
     with bench_settings(settings) as s:
-        raw = _raw_encoder_rate(encoder, s, min(raw_sample, products), batch)
+        raw_before = _raw_encoder_rate(encoder, s, min(raw_sample, products), batch)
         if aged_events:
             age_topic(s, s.topics.products, aged_events, group_id=s.indexer.group_id)
 
@@ -172,7 +176,12 @@ def run_ingest_bench(
         half_rate_cpu = cpu.shares()
         stop.set()
         thread.join(60)
+        # Measured again once the indexer has stopped: the shared cores' speed drifts over the
+        # minutes between, and the ratio is taken to the better of the two, as timeit reports
+        # the best run (other work only ever slows a run down).
+        raw_after = _raw_encoder_rate(encoder, s, min(raw_sample, products), batch)
 
+    raw = max(raw_before, raw_after)
     encode_batch_s = [o.encode_seconds for _, o in marks if o.encoded_images]
     bound = settings.indexer.batch_wait_ms / 1000 + percentile(encode_batch_s, 50) + 1.0
     return {
@@ -181,6 +190,7 @@ def run_ingest_bench(
         "batch_size": batch,
         "products_per_s": round(sustained, 2),
         "raw_encoder_per_s": round(raw, 2),
+        "raw_encoder_per_s_before_after": [round(raw_before, 2), round(raw_after, 2)],
         "ratio_to_raw_encoder": round(sustained / raw, 3),
         "half_rate_per_s": round(rate, 2),
         "freshness_p50_s": round(percentile(freshness, 50), 3),
