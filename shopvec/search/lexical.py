@@ -147,7 +147,7 @@ def coverage(query: str, hits: Sequence[Hit], source: str, *, best_of: int = 10)
     for hit in hits[:best_of]:
         text = str(hit.fields.get(source) or "").lower()
         words = set(_WORDS.findall(text))
-        held = sum(w in words if _WORDS.fullmatch(w) and w.isascii() else w in text for w in wanted)
+        held = sum(w in words if _WORDS.fullmatch(w) else w in text for w in wanted)
         best = max(best, held)
         if best == len(wanted):
             break

@@ -10,9 +10,9 @@ A request with words is searched hybrid (vectors and full-text together, see
 shopvec.search.lexical) where the retrieval config says so for its scenario, or where the
 request asks for it.
 
-A request's deadline_ms counts from when it was sent: past it, the further legs, the lexical
-explanations and the personalisation are skipped and the reply says it was cut short
-(truncated).
+A request's deadline_ms counts from when it was sent: past it, the further legs and the
+personalisation are skipped and the reply says it was cut short (truncated). A hybrid search's
+full-text leg runs first, whatever the deadline: its coverage sets the ranker's weights.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class SearchService:
         now = time.perf_counter()
         for p in searching:
             late = p.deadline is not None and now > p.deadline
-            if late and (len(p.legs) > 1 or (p.legs and p.legs[0].lexical)):
+            if late and len(p.legs) > 1:
                 p.legs, p.truncated = p.legs[:1], True
         self._run([leg for p in searching for leg in p.legs[1:]])
         for p in searching:
