@@ -251,6 +251,7 @@ def build_indexer_service(
             retry=retry,
             flush_rows=s.flush_rows,
             flush_interval_s=s.flush_interval_s,
+            flush_quiet_s=s.flush_quiet_s,
             on_batch=on_batch,
         ),
         max_message_bytes=s.max_event_bytes,

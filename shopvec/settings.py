@@ -190,6 +190,13 @@ class IndexerSettings(BaseModel):
         "segment after 10 minutes itself; each flush starts index builds, which on one "
         "machine take the encoder's cores)",
     )
+    flush_quiet_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="or once the indexer has had nothing in flight and written nothing for "
+        "this long, when anything was written: new rows are sealed into indexed segments "
+        "while nothing waits",
+    )
     max_event_bytes: int = Field(
         default=2 * 1024 * 1024,
         ge=1024,

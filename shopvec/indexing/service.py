@@ -45,6 +45,8 @@ MAX_IN_FLIGHT = 3
 written; the runtime pauses the partitions beyond it."""
 
 _STOP = object()
+_FLUSH = object()
+"""Put on the writer's queue when the indexer has gone quiet: the writer flushes."""
 
 
 def offset_ranges(messages: list[Message]) -> dict[str, list[int]]:
@@ -87,16 +89,22 @@ class IndexerService:
         retry: Retrier,
         flush_rows: int = 5000,
         flush_interval_s: float = 600.0,
+        flush_quiet_s: float = 5.0,
         on_batch: Callable[[IndexOutcome], None] | None = None,
     ) -> None:
+        """Written rows are flushed (sealed into indexed segments) after flush_rows of them,
+        after flush_interval_s, or once nothing has been written for flush_quiet_s: a flush
+        starts index builds, which are best run when the indexer has nothing else to do."""
         self._indexer = indexer
         self._metrics = metrics
         self._retry = retry
         self._on_batch = on_batch
         self._flush_rows = flush_rows
         self._flush_interval_s = flush_interval_s
+        self._flush_quiet_s = flush_quiet_s
         self._unflushed = 0
-        self._last_flush = time.monotonic()
+        self._last_flush = self._last_write = time.monotonic()
+        self._flush_asked = False
         # Unbounded queues: the bound is the runtime's max_in_flight, enforced by pausing.
         self._to_encode: queue.Queue[Any] = queue.Queue()
         self._to_write: queue.Queue[Any] = queue.Queue()
@@ -146,7 +154,21 @@ class IndexerService:
         self._to_encode.put(_Work(batch, self._seq, prepared))
 
     def tick(self) -> None:
-        return None
+        """On the consumer thread between polls: asks the writer to flush once the indexer has
+        gone quiet (nothing in flight, nothing written for flush_quiet_s)."""
+        if (
+            not self._unflushed
+            or self._flush_asked
+            or time.monotonic() - self._last_write < self._flush_quiet_s
+            or not self._to_encode.empty()
+            or not self._to_write.empty()
+        ):
+            return
+        with self._pending_lock:
+            if self._pending:
+                return
+        self._flush_asked = True
+        self._to_write.put(_FLUSH)
 
     def close(self) -> None:
         self._to_encode.put(_STOP)
@@ -183,6 +205,11 @@ class IndexerService:
             work = self._to_write.get()
             if work is _STOP:
                 return
+            if work is _FLUSH:
+                self._flush_asked = False
+                if self._unflushed:
+                    self._flush()
+                continue
             outcome = None
             stages = work.prepared.outcome.stages
             stages["write_start"] = time.time()
@@ -191,16 +218,14 @@ class IndexerService:
                     outcome = self._retry(partial(self._indexer.write, work.prepared))
                     stages["written"] = time.time()
                     self._unflushed += outcome.written
+                    self._last_write = time.monotonic()
                 except BaseException as exc:
                     work.error = exc
             self._finish(work, outcome)
             # After the batch is handed on: a written row is durable and found without a flush
             # (the flush seals rows into indexed segments), so its offset need not wait for it.
             if outcome is not None:
-                try:
-                    self._maybe_flush()
-                except BaseException:
-                    log.exception("flushing the store failed; will try again after a later batch")
+                self._maybe_flush()
 
     def _finish(self, work: _Work, outcome: IndexOutcome | None) -> None:
         with self._pending_lock:
@@ -250,5 +275,13 @@ class IndexerService:
     def _maybe_flush(self) -> None:
         due = time.monotonic() - self._last_flush >= self._flush_interval_s
         if self._unflushed and (self._unflushed >= self._flush_rows or due):
+            self._flush()
+
+    def _flush(self) -> None:
+        """On the writer thread, the only one that writes or flushes."""
+        try:
             self._retry(self._indexer.flush)
-            self._unflushed, self._last_flush = 0, time.monotonic()
+        except BaseException:
+            log.exception("flushing the store failed; will try again after a later batch")
+            return
+        self._unflushed, self._last_flush = 0, time.monotonic()
