@@ -321,9 +321,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from shopvec.allocator import keep_freed_memory
     from shopvec.logs import configure_logging
 
     settings = Settings()
+    # Before any thread starts: the benchmarks and the evaluation encode in this process.
+    keep_freed_memory(settings.malloc_keep_mb)
     configure_logging("DEBUG" if args.verbose else "WARNING", json_lines=False)
     if args.command == "search" and not (args.text or args.image or args.user or args.like):
         print("give words, --image, or both; --like PRODUCT_ID; or --user alone", file=sys.stderr)

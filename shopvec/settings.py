@@ -386,6 +386,13 @@ class Settings(BaseSettings):
         description="threads of numpy's BLAS in a worker (OpenBLAS's helpers spin after every "
         "call); 0 leaves OpenBLAS to its own default",
     )
+    malloc_keep_mb: int = Field(
+        default=1024,
+        ge=0,
+        le=2047,
+        description="freed memory under this size stays in the process for the next batch "
+        "instead of going back to the kernel (glibc: shopvec.allocator); 0 leaves malloc as is",
+    )
 
     @property
     def kafka_embedded(self) -> bool:

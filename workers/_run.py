@@ -1,4 +1,5 @@
-"""What every worker process shares: logging, signals, the ops endpoint, the loop thread."""
+"""What every worker process shares: malloc set up, logging, signals, the ops endpoint, the loop
+thread."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from shopvec.allocator import keep_freed_memory
 from shopvec.kafka.stream import StreamRuntime
 from shopvec.logs import configure_logging
 from shopvec.ops import OpsServer
@@ -71,7 +73,9 @@ def run_worker(
 
 
 def load_settings() -> Settings:
+    """Also sets malloc up, first, before the worker starts any thread (shopvec.allocator)."""
     settings = Settings()
+    keep_freed_memory(settings.malloc_keep_mb)
     configure_logging(settings.log_level)
     log.info("settings", extra={"settings": settings.redacted()})
     return settings

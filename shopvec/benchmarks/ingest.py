@@ -28,6 +28,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from shopvec.allocator import keep_freed_memory
 from shopvec.benchmarks.broker import age_topic
 from shopvec.benchmarks.common import (
     bench_settings,
@@ -333,6 +334,8 @@ def run_ingest_repeated(
 def _backlog_child(
     settings: Settings, products: int, half_rate_products: int, hashing: bool, out: Any
 ) -> None:
+    # First, as a worker process does (workers._run.load_settings): the figure is a worker's.
+    keep_freed_memory(settings.malloc_keep_mb)
     encoder: Encoder | None = None
     if hashing:
         from shopvec.encoders.hashing import HashingEncoder

@@ -1,0 +1,55 @@
+"""glibc's malloc, told to keep the memory an encoder frees for its next batch.
+
+By default glibc serves an allocation above its mmap threshold (128 KiB, raised on the fly to
+at most 32 MiB) with a mapping of its own and unmaps it when it is freed; and a thread other
+than the main one allocates from an arena whose heaps hold at most 64 MiB, so anything larger
+is mapped whatever the threshold. An encoder's activations are such allocations (the offline
+image model on a batch of 32 photos makes tensors of up to 154 MB, dozens of them a batch), so
+every batch mapped them anew, the kernel zeroed each page on first touch and unmapped them
+after: 43% of the two cores went to the kernel, and the image model ran at half the rate it
+reaches when the memory is kept (docs/benchmarks.md#memory-kept-between-batches).
+
+`keep_freed_memory(mb)` makes every thread allocate from the main arena (whose heap grows
+without that limit), serves allocations under `mb` MiB from it, and keeps up to `mb` MiB of
+freed memory at its top instead of giving it back. A process's resident memory then stays
+near its peak, which a worker reaches on its first batches anyway. Call it first thing, before
+the process starts threads: a thread that has allocated keeps its arena.
+
+glibc only; elsewhere (musl, macOS) it changes nothing and says so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+
+__all__ = ["keep_freed_memory"]
+
+log = logging.getLogger(__name__)
+
+# mallopt(3) parameters, from glibc's malloc.h.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+
+
+def keep_freed_memory(mb: int) -> bool:
+    """True when glibc took all three settings; mb <= 0 leaves malloc as it is."""
+    if mb <= 0:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        log.info("no mallopt in this C library; malloc left as it is")
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    size = min(mb, 2047) << 20
+    taken = [
+        mallopt(_M_ARENA_MAX, 1),
+        mallopt(_M_MMAP_THRESHOLD, size),
+        mallopt(_M_TRIM_THRESHOLD, size),
+    ]
+    if not all(ok == 1 for ok in taken):
+        log.info("mallopt refused a setting (%s); malloc partly as it was", taken)
+        return False
+    return True
