@@ -73,9 +73,10 @@ def run_worker(
 
 
 def load_settings() -> Settings:
-    """Also sets malloc up, first, before the worker starts any thread (shopvec.allocator)."""
+    """Also sets malloc up before the worker starts any thread (shopvec.allocator), once logging
+    is configured, so that a C library that refuses says so in the worker's log."""
     settings = Settings()
-    keep_freed_memory(settings.malloc_keep_mb)
     configure_logging(settings.log_level)
+    keep_freed_memory(settings.malloc_keep_mb)
     log.info("settings", extra={"settings": settings.redacted()})
     return settings
