@@ -7,7 +7,8 @@ decoded items. The runtime owns everything around it, so a fix to message handli
 - At least once: a batch's offsets are stored only once the handler finished it and its dead
   letters are acknowledged, batches in the order they were consumed, so an offset never moves
   past work that is not done. A handler may finish a batch later, on another thread (the
-  indexer's pipeline); with max_in_flight batches unfinished the partitions pause.
+  indexer's pipeline); with max_in_flight batches unfinished the runtime takes no more until
+  one finishes (and pauses the partitions if none does for a while).
 - No message stops the worker: an oversize message is refused at the door, one that fails to
   decode is dead-lettered with its reason, and a batch that fails for any reason other than a
   transient fault is handed over again one message at a time, so only the messages that fail
@@ -63,9 +64,13 @@ class StreamRuntime(Generic[T]):
         drain_timeout_s: float = 120.0,
         system_fault_after: int = 5,
         fault_backoff_s: float = 1.0,
+        pause_after_s: float = 10.0,
     ) -> None:
         """retry: the Retrier the handler uses too; it carries the health the probes read.
-        size_setting: the setting that raises max_message_bytes, named in the reason."""
+        size_setting: the setting that raises max_message_bytes, named in the reason.
+        pause_after_s: how long the runtime waits, at max_in_flight unfinished batches and
+        without polling, for one to finish before it pauses the partitions (see
+        _backpressure)."""
         self.worker = worker
         self._consumer = consumer
         self._topic = topic
@@ -83,6 +88,7 @@ class StreamRuntime(Generic[T]):
         self._drain_timeout_s = drain_timeout_s
         self._system_fault_after = system_fault_after
         self._fault_backoff_s = fault_backoff_s
+        self._pause_after_s = pause_after_s
         self._ledger: deque[Batch[T]] = deque()
         self._wake = threading.Event()
         self._paused = False
@@ -115,6 +121,8 @@ class StreamRuntime(Generic[T]):
                 self.health.beat()
                 self.turn()
                 self._backpressure()
+                if stop.is_set():
+                    break
                 messages = next_batch(self._consumer, self._batch_size, self._batch_wait_s, stop)
                 if messages:
                     self.process(messages)
@@ -289,17 +297,36 @@ class StreamRuntime(Generic[T]):
     # -- backpressure, rebalance, shutdown ----------------------------------------------------
 
     def _backpressure(self) -> None:
-        if not self._paused and len(self._ledger) >= self._max_in_flight:
-            self._consumer.pause(self._consumer.assignment())
-            self._paused = True
+        """At max_in_flight unfinished batches, waits for the handler before taking more.
+
+        The wait does not poll, so what the consumer has fetched ahead stays in its queue:
+        pausing a partition drops its fetched messages (librdkafka purges them, and resuming
+        fetches them again), and the handler would then wait a fetch round trip for its next
+        batch each time the pipeline filled (every few batches, when the encoder is the
+        slowest stage). Only when no batch finishes within pause_after_s (a store outage, a
+        slow batch) are the partitions paused, so that the polls that follow serve the group
+        (rebalances) and take nothing."""
+        full = len(self._ledger) >= self._max_in_flight
+        if full and not self._paused:
+            deadline = time.monotonic() + self._pause_after_s
+            while len(self._ledger) >= self._max_in_flight and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._consumer.pause(self._consumer.assignment())
+                    self._paused = True
+                    break
+                self.health.beat()
+                self._wake.wait(min(0.5, left))
+                self._wake.clear()
+                self.turn()
         if self._paused:
             # Wait for the handler rather than spin; the poll that follows keeps the group.
             self._wake.wait(0.5)
             self._wake.clear()
             self.turn()
-        if self._paused and len(self._ledger) < self._max_in_flight:
-            self._consumer.resume(self._consumer.assignment())
-            self._paused = False
+            if len(self._ledger) < self._max_in_flight:
+                self._consumer.resume(self._consumer.assignment())
+                self._paused = False
 
     def _drain(self, timeout_s: float | None = None) -> None:
         deadline = time.monotonic() + (timeout_s or self._drain_timeout_s)

@@ -97,6 +97,7 @@ class FakeConsumer:
     def __init__(self) -> None:
         self.stored: list[int] = []
         self.paused = False
+        self.pauses = 0
 
     def store_offsets(self, msg: FakeMessage) -> None:
         self.stored.append(msg.offset())
@@ -106,6 +107,7 @@ class FakeConsumer:
 
     def pause(self, partitions: list[Any]) -> None:
         self.paused = True
+        self.pauses += 1
 
     def resume(self, partitions: list[Any]) -> None:
         self.paused = False

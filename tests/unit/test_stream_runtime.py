@@ -68,6 +68,8 @@ def _runtime(
     max_message_bytes: int = 1024 * 1024,
     dead_letter_max_bytes: int = 64 * 1024,
     fault_after: int = 5,
+    max_in_flight: int = 1,
+    pause_after_s: float = 10.0,
 ) -> tuple[StreamRuntime[Any], FakeConsumer, FakeProducer, StreamMetrics]:
     consumer, producer = FakeConsumer(), producer or FakeProducer()
     metrics = StreamMetrics("test", CollectorRegistry())
@@ -92,6 +94,8 @@ def _runtime(
         batch_wait_s=0.0,
         system_fault_after=fault_after,
         fault_backoff_s=0.01,
+        max_in_flight=max_in_flight,
+        pause_after_s=pause_after_s,
     )
     return runtime, consumer, producer, metrics
 
@@ -211,6 +215,57 @@ def test_transient_failures_are_retried_never_dead_lettered() -> None:
     runtime.process(_msgs("a"))
     assert handler.applied == ["a"] and producer.on(DEAD) == []
     assert consumer.stored == [0]
+
+
+# -- backpressure ------------------------------------------------------------------------------
+
+
+class Holder(Recorder):
+    """Finishes its batches only when told to, as the indexer's pipeline does on its threads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Batch[str]] = []
+
+    def submit(self, batch: Batch[str]) -> None:
+        self.calls += 1
+        self.held.append(batch)
+
+    def release(self) -> None:
+        batch = self.held.pop(0)
+        self.applied += [v for _, v in batch.items]
+        batch.finish()
+
+
+def _full(pause_after_s: float) -> tuple[StreamRuntime[Any], FakeConsumer, Holder]:
+    handler = Holder()
+    runtime, consumer, _, _ = _runtime(handler, max_in_flight=2, pause_after_s=pause_after_s)
+    runtime.process(_msgs("a"))
+    runtime.process([cast(Message, FakeMessage(1, b"b"))])
+    return runtime, consumer, handler
+
+
+def test_a_full_pipeline_waits_for_the_handler_without_pausing() -> None:
+    """Pausing would drop what the consumer fetched ahead; a batch that finishes in time
+    lets the runtime go on without it."""
+    runtime, consumer, handler = _full(pause_after_s=10.0)
+    timer = threading.Timer(0.1, handler.release)
+    timer.start()
+    started = time.monotonic()
+    runtime._backpressure()
+    timer.join()
+    assert time.monotonic() - started < 5
+    assert consumer.pauses == 0 and not consumer.paused
+    assert consumer.stored == [0] and len(handler.held) == 1
+
+
+def test_a_pipeline_full_for_long_pauses_its_partitions_until_a_batch_finishes() -> None:
+    runtime, consumer, handler = _full(pause_after_s=0.05)
+    runtime._backpressure()
+    assert consumer.paused and consumer.pauses == 1 and consumer.stored == []
+    handler.release()
+    runtime._backpressure()
+    assert not consumer.paused and consumer.stored == [0]
 
 
 # -- the query worker --------------------------------------------------------------------------
