@@ -31,17 +31,15 @@ after the normalisation both sides get (shopvec.terms).
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cache
 from typing import Any, Literal
 
 from schemas.search import Retrieval
 from shopvec.store.base import Hit, HybridRanker, LexicalField
-from shopvec.terms import index_terms
+from shopvec.terms import index_terms, jieba_loaded
 
 __all__ = [
     "DEFAULT_LEXICAL_WEIGHT",
@@ -113,25 +111,16 @@ def covered(ranker: HybridRanker, share: float) -> HybridRanker:
     return replace(ranker, lexical_weight=ranker.lexical_weight * share**COVERAGE_POWER)
 
 
-@cache
-def _jieba() -> Any:
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
-    jieba.initialize()
-    return jieba
-
-
 def load_analyzer() -> None:
-    """Loads jieba's dictionary now (about a second, some 70 MB) rather than on the first
-    query with words; a service whose weighted ranker needs coverages calls it at start."""
-    _jieba()
+    """Loads jieba's dictionary now rather than on the first query with words; a service
+    whose weighted ranker needs coverages calls it at start."""
+    jieba_loaded()
 
 
 def analysed_words(text: str) -> set[str]:
     """The words full-text search matches text by: normalised (shopvec.terms), cut by jieba and
     lowercased, as Milvus's analyzer does; punctuation and spaces are not words."""
-    cut = _jieba().lcut(index_terms(text))
+    cut = jieba_loaded().lcut(index_terms(text))
     return {w.lower() for w in cut if _WORDLIKE.search(w)}
 
 

@@ -643,8 +643,16 @@ def install() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """milvus-lite's command line, with execute_search installed."""
+    """milvus-lite's command line, with execute_search installed. A server loads jieba's
+    dictionary before it serves: the product collection's words are cut with it, and loading
+    it on the first write held that write (and the indexer's first batch) about a second, on
+    the cores the indexer encodes with."""
     install()
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["server"]:
+        from shopvec.terms import jieba_loaded
+
+        jieba_loaded()
     from milvus_lite.cmdline import main as stock_main
 
     return int(stock_main(argv) or 0)

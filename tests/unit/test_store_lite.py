@@ -8,6 +8,8 @@ and filters, on an HNSW field and on one without an index.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +207,25 @@ def test_install_leaves_another_version_alone(monkeypatch: pytest.MonkeyPatch) -
     assert not lite.install()
     assert engine.execute_search_with_index is stock
     assert engine.Collection._search_sparse is not lite.search_sparse
+
+
+_SERVER_START = """
+import jieba, milvus_lite.cmdline
+from shopvec.store import lite
+milvus_lite.cmdline.main = lambda argv: print(jieba.dt.initialized, argv)
+lite.main({argv!r})
+"""
+
+
+@pytest.mark.parametrize(("argv", "loaded"), [(["server", "--port", "1"], True), (["dump"], False)])
+def test_a_server_loads_the_word_analyzer_before_it_serves(argv: list[str], loaded: bool) -> None:
+    """The product collection's words are cut with jieba, which loads its dictionary on its
+    first cut: a server does that before it serves, not on the indexer's first write."""
+    out = subprocess.run(
+        [sys.executable, "-c", _SERVER_START.format(argv=argv)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert out.stdout.split()[0] == str(loaded)
