@@ -214,6 +214,21 @@ def _stream(
     )
 
 
+def share_encoder_threads(settings: Settings) -> int:
+    """Shares the encoder's torch threads (SHOPVEC_ENCODER__THREADS, or the cores this process
+    may run on) out among the indexer's encoder threads, and returns how many those are.
+    torch's thread count is the process's: called where the indexer runs, before it encodes."""
+    import os
+
+    from shopvec.encoders._torch import set_threads
+
+    n = settings.indexer.encode_threads
+    if n > 1:
+        total = settings.encoder.threads or len(os.sched_getaffinity(0))
+        set_threads(max(1, total // n))
+    return n
+
+
 def build_indexer_service(
     settings: Settings,
     encoder: Encoder | None = None,
@@ -226,12 +241,13 @@ def build_indexer_service(
 
     from shopvec.imaging import ImageLoader
     from shopvec.indexing import IndexerService, ProductIndexer
-    from shopvec.indexing.service import MAX_IN_FLIGHT
+    from shopvec.indexing.service import max_in_flight
     from shopvec.kafka import producer_config
     from shopvec.kafka.config import batch_fetch_wait_ms
     from shopvec.metrics import IndexerMetrics
 
     encoder = encoder or build_encoder(settings)
+    share_encoder_threads(settings)
     fusion = build_fusion(settings, encoder)
     store = build_store(settings, collection_spec(settings, encoder, fusion))
     store.ensure()
@@ -253,13 +269,14 @@ def build_indexer_service(
             flush_interval_s=s.flush_interval_s,
             flush_quiet_s=s.flush_quiet_s,
             on_batch=on_batch,
+            encode_threads=s.encode_threads,
         ),
         max_message_bytes=s.max_event_bytes,
         size_setting="SHOPVEC_INDEXER__MAX_EVENT_BYTES",
         consumer_overrides={"fetch.wait.max.ms": batch_fetch_wait_ms(settings)},
         batch_size=s.batch_size,
         batch_wait_s=s.batch_wait_ms / 1000,
-        max_in_flight=MAX_IN_FLIGHT,
+        max_in_flight=max_in_flight(s.encode_threads),
     )
     return runtime, metrics
 

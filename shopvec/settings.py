@@ -197,6 +197,17 @@ class IndexerSettings(BaseModel):
         "this long, when anything was written: new rows are sealed into indexed segments "
         "while nothing waits",
     )
+    encode_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="batches encoded at once, each on a thread of its own, with the encoder's "
+        "torch threads (SHOPVEC_ENCODER__THREADS, or the cores) shared out among them: on "
+        "CPUs, whole batches side by side keep the cores as busy as one batch split across "
+        "them, and lose only their own time to what shares the cores (the consumer, the "
+        "broker, Milvus) where a split batch waits at every step for its slowest part. 1 on a "
+        "GPU",
+    )
     max_event_bytes: int = Field(
         default=2 * 1024 * 1024,
         ge=1024,

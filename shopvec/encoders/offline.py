@@ -81,9 +81,10 @@ class OfflineEncoder:
             torch.set_num_threads(threads)
         self._batch_size = batch_size
         self._threads = threads or max(1, torch.get_num_threads())
-        # The numpy text model is not re-entrant; torch inference is, but one lock keeps
-        # CPU contention predictable when the indexer and a query path share a process.
-        self._lock = threading.Lock()
+        # The numpy text model is not re-entrant: texts are encoded one call at a time (and the
+        # label table, which it encodes, made once). torch inference is re-entrant: photos are
+        # encoded by as many threads as call, which the indexer's encoder threads rely on.
+        self._text_lock = threading.Lock()
 
     @cached_property
     def _text_model(self) -> Any:
@@ -127,7 +128,7 @@ class OfflineEncoder:
         self.encode_images([blank] * self._batch_size)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        with self._lock:
+        with self._text_lock:
             return self._encode_texts_unlocked(texts)
 
     def _encode_texts_unlocked(self, texts: Sequence[str]) -> np.ndarray:
@@ -160,23 +161,24 @@ class OfflineEncoder:
                 regions=np.zeros((0, 49, 512), np.float32) if self.gives_regions else None,
                 region_confidence=np.zeros((0, 49), np.float32) if self.gives_regions else None,
             )
-        with self._lock:
+        with self._text_lock:
             labels = self._label_vectors
             model = self._image_model
-            visual, probs, regions, region_conf = [], [], [], []
-            with torch.inference_mode():
-                for start in range(0, len(images), self._batch_size):
-                    x = self._preprocess(images[start : start + self._batch_size])
-                    fmap = model.extract_features(x)
-                    pooled = fmap.mean(dim=(2, 3))
-                    logits = model._fc(pooled)
-                    gem = fmap.clamp(min=1e-6).pow(_GEM_POWER).mean(dim=(2, 3))
-                    visual.append(gem.pow(1.0 / _GEM_POWER).numpy())
-                    probs.append(torch.softmax(logits, dim=-1).numpy())
-                    if self.gives_regions:
-                        joint, conf = self._regions(model, fmap)
-                        regions.append(joint)
-                        region_conf.append(conf)
+            _ = self._label_tensor
+        visual, probs, regions, region_conf = [], [], [], []
+        with torch.inference_mode():
+            for start in range(0, len(images), self._batch_size):
+                x = self._preprocess(images[start : start + self._batch_size])
+                fmap = model.extract_features(x)
+                pooled = fmap.mean(dim=(2, 3))
+                logits = model._fc(pooled)
+                gem = fmap.clamp(min=1e-6).pow(_GEM_POWER).mean(dim=(2, 3))
+                visual.append(gem.pow(1.0 / _GEM_POWER).numpy())
+                probs.append(torch.softmax(logits, dim=-1).numpy())
+                if self.gives_regions:
+                    joint, conf = self._regions(model, fmap)
+                    regions.append(joint)
+                    region_conf.append(conf)
         p = np.concatenate(probs)
         # ConSE: keep the top T labels and mix their embeddings with the probabilities as
         # weights. Renormalising the weights would not change the direction, only the length,

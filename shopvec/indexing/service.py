@@ -3,16 +3,18 @@ effects.
 
 Three stages run at once on their own threads, so the encoder is never waiting:
 
-    consumer thread: (the runtime) poll and decode; here: prepare (stored versions, photos
-                     fetched and decoded)
-    encoder thread:  encode and fuse
-    writer thread:   upsert into Milvus (transient failures retried with backoff)
+    consumer thread:  (the runtime) poll and decode; here: prepare (stored versions, photos
+                      fetched and decoded)
+    encoder threads:  encode and fuse, encode_threads batches side by side
+    writer thread:    upsert into Milvus (transient failures retried with backoff), batches
+                      in the order they were prepared
 
-Batches flow through queues in order; the runtime pauses the partitions while max_in_flight
-batches are unfinished, and stores a batch's offsets only after its Milvus write returned and
-its dead letters were acknowledged. A kill at any moment replays at most the uncommitted
-batches, which the pipeline recognises by version and writes no differently, without encoding
-them again.
+Batches flow through queues; the writer puts back in order what the encoder threads finish out
+of order, since a later batch may hold a newer version of a product. The runtime takes no more
+while max_in_flight batches are unfinished, and stores a batch's offsets only after its Milvus
+write returned and its dead letters were acknowledged. A kill at any moment replays at most the
+uncommitted batches, which the pipeline recognises by version and writes no differently,
+without encoding them again.
 """
 
 from __future__ import annotations
@@ -36,13 +38,20 @@ from shopvec.kafka.loop import Retrier
 from shopvec.metrics import IndexerMetrics
 from shopvec.store.base import StoredState
 
-__all__ = ["MAX_IN_FLIGHT", "IndexerService", "Tombstone"]
+__all__ = ["IndexerService", "Tombstone", "max_in_flight"]
 
 log = logging.getLogger(__name__)
 
-MAX_IN_FLIGHT = 3
-"""Batches between the consumer and the store at once: one being prepared, one encoded, one
-written; the runtime pauses the partitions beyond it."""
+IN_FLIGHT_BESIDE_ENCODING = 2
+"""Batches between the consumer and the store at once besides those being encoded: one being
+prepared, one written (or waiting for its turn)."""
+
+
+def max_in_flight(encode_threads: int) -> int:
+    """Unfinished batches beyond which the runtime takes no more: one a stage, and one for
+    each encoder thread."""
+    return IN_FLIGHT_BESIDE_ENCODING + encode_threads
+
 
 _STOP = object()
 _FLUSH = object()
@@ -91,11 +100,17 @@ class IndexerService:
         flush_interval_s: float = 600.0,
         flush_quiet_s: float = 5.0,
         on_batch: Callable[[IndexOutcome], None] | None = None,
+        encode_threads: int = 1,
     ) -> None:
         """Written rows are flushed (sealed into indexed segments) after flush_rows of them,
         after flush_interval_s, or once nothing has been written for flush_quiet_s: a flush
-        starts index builds, which are best run when the indexer has nothing else to do."""
+        starts index builds, which are best run when the indexer has nothing else to do.
+        encode_threads: batches encoded at once, each on a thread of its own (the indexer's
+        encoder must be safe to share between threads)."""
+        if encode_threads < 1:
+            raise ValueError("encode_threads must be at least 1")
         self._indexer = indexer
+        self._encode_threads = encode_threads
         self._metrics = metrics
         self._retry = retry
         self._on_batch = on_batch
@@ -112,6 +127,9 @@ class IndexerService:
         self._pending_lock = threading.Lock()
         self._seq = 0
         self._threads: list[threading.Thread] = []
+        self._next_write = 1
+        self._encoded: dict[int, _Work] = {}
+        """Batches encoded ahead of their turn to be written, by sequence number."""
 
     # -- the runtime's handler, on the consumer thread ----------------------------------------
 
@@ -129,7 +147,6 @@ class IndexerService:
         assembled = time.time()
         if not self._threads:
             self._start()
-        self._seq += 1
         self._metrics.batch_size.observe(len(batch.messages))
         tombstoned: dict[str, int] = {}
         events: list[tuple[int, ProductEventT]] = []
@@ -146,6 +163,9 @@ class IndexerService:
             lambda: self._indexer.prepare(keep, purge=list(tombstoned), pending=pending)
         )
         prepared.outcome.stages.update(assembled=assembled, prepared=time.time())
+        # Numbered once prepared: the writer writes every number in turn, so each one numbered
+        # must reach it.
+        self._seq += 1
         with self._pending_lock:
             for pid in prepared.purge:
                 self._pending[pid] = (self._seq, None)
@@ -171,15 +191,19 @@ class IndexerService:
         self._to_write.put(_FLUSH)
 
     def close(self) -> None:
-        self._to_encode.put(_STOP)
+        for _ in range(self._encode_threads):
+            self._to_encode.put(_STOP)
         for t in self._threads:
             t.join(timeout=30)
 
     def _start(self) -> None:
         self._threads = [
-            threading.Thread(target=self._encode_loop, name="indexer-encode", daemon=True),
-            threading.Thread(target=self._write_loop, name="indexer-write", daemon=True),
+            threading.Thread(target=self._encode_loop, name=f"indexer-encode-{i}", daemon=True)
+            for i in range(self._encode_threads)
         ]
+        self._threads.append(
+            threading.Thread(target=self._write_loop, name="indexer-write", daemon=True)
+        )
         for t in self._threads:
             t.start()
 
@@ -201,31 +225,38 @@ class IndexerService:
             self._to_write.put(work)
 
     def _write_loop(self) -> None:
-        while True:
-            work = self._to_write.get()
-            if work is _STOP:
-                return
-            if work is _FLUSH:
+        encoding = self._encode_threads
+        while encoding:
+            item = self._to_write.get()
+            if item is _STOP:
+                encoding -= 1
+            elif item is _FLUSH:
                 self._flush_asked = False
                 if self._unflushed:
                     self._flush()
-                continue
-            outcome = None
-            stages = work.prepared.outcome.stages
-            stages["write_start"] = time.time()
-            if work.error is None:
-                try:
-                    outcome = self._retry(partial(self._indexer.write, work.prepared))
-                    stages["written"] = time.time()
-                    self._unflushed += outcome.written
-                    self._last_write = time.monotonic()
-                except BaseException as exc:
-                    work.error = exc
-            self._finish(work, outcome)
-            # After the batch is handed on: a written row is durable and found without a flush
-            # (the flush seals rows into indexed segments), so its offset need not wait for it.
-            if outcome is not None:
-                self._maybe_flush()
+            else:
+                self._encoded[item.seq] = item
+                while self._next_write in self._encoded:
+                    self._write(self._encoded.pop(self._next_write))
+                    self._next_write += 1
+
+    def _write(self, work: _Work) -> None:
+        outcome = None
+        stages = work.prepared.outcome.stages
+        stages["write_start"] = time.time()
+        if work.error is None:
+            try:
+                outcome = self._retry(partial(self._indexer.write, work.prepared))
+                stages["written"] = time.time()
+                self._unflushed += outcome.written
+                self._last_write = time.monotonic()
+            except BaseException as exc:
+                work.error = exc
+        self._finish(work, outcome)
+        # After the batch is handed on: a written row is durable and found without a flush
+        # (the flush seals rows into indexed segments), so its offset need not wait for it.
+        if outcome is not None:
+            self._maybe_flush()
 
     def _finish(self, work: _Work, outcome: IndexOutcome | None) -> None:
         with self._pending_lock:

@@ -128,12 +128,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         return Settings()
 
 
-def indexer_pipeline_depth() -> int:
+def indexer_pipeline_depth(settings: Settings) -> int:
     """How many batches the indexer keeps in flight."""
     try:
-        from shopvec.indexing.service import MAX_IN_FLIGHT
+        from shopvec.indexing.service import max_in_flight
 
-        return int(MAX_IN_FLIGHT)
+        return max_in_flight(settings.indexer.encode_threads)
     except ImportError:
         return 1
 
@@ -156,7 +156,7 @@ def drain_budget_s(settings: Settings, kind: str) -> float:
                 explicit.append(float(value))
     if explicit:
         return max(explicit)
-    batches = indexer_pipeline_depth() if kind == "indexer" else 1
+    batches = indexer_pipeline_depth(settings) if kind == "indexer" else 1
     per_batch = settings.images.timeout_s + settings.milvus.timeout_s
     return batches * per_batch + settings.kafka.session_timeout_ms / 1000
 

@@ -3,6 +3,8 @@ the same function as the published model, on the sample's real photos."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -77,3 +79,27 @@ def test_regions_reach_the_words_space_as_the_photo_does(
     without = OfflineEncoder(threads=1, regions=False).encode_images(photos[:1])
     assert without.regions is None
     np.testing.assert_allclose(without.joint[0], got.joint[0], atol=1e-5)
+
+
+def test_threads_sharing_the_encoder_get_what_one_alone_gets(
+    encoder: OfflineEncoder, photos: list[torch.Tensor]
+) -> None:
+    """The indexer's encoder threads share one encoder: photos are encoded side by side,
+    titles one call at a time (the numpy text model is not re-entrant)."""
+    titles = [p.title for p in catalogue(12, prefix="t")]
+    want_photos, want_titles = encoder.encode_images(photos), encoder.encode_texts(titles)
+    got: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def encode() -> None:
+        for _ in range(3):
+            got.append((encoder.encode_images(photos).joint, encoder.encode_texts(titles)))
+
+    threads = [threading.Thread(target=encode) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == 9
+    for joint, text in got:
+        np.testing.assert_allclose(joint, want_photos.joint, atol=1e-5)
+        np.testing.assert_allclose(text, want_titles, atol=1e-6)

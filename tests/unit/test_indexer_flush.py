@@ -1,11 +1,17 @@
 """When the indexer service flushes: after flush_rows rows, after flush_interval_s, or once it
 has gone quiet (nothing in flight, nothing written for flush_quiet_s), never while a batch
-is on its way."""
+is on its way; and that batches its encoder threads finish out of order are written in
+order."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
 
 from schemas import ProductUpsert
 from shopvec.encoders import HashingEncoder
@@ -23,9 +29,30 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 class CountingStore(InMemoryProductStore):
     flushes = 0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.upserted: list[list[tuple[str, int]]] = []
+
     def flush(self) -> None:
         self.flushes += 1
         super().flush()
+
+    def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.upserted.append([(r["id"], r["version"]) for r in rows])
+        super().upsert(rows)
+
+
+class SlowOnCue(HashingEncoder):
+    """Holds a batch whose titles say "slow" until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if any("slow" in t for t in texts):
+            assert self.go.wait(5)
+        return super().encode_texts(texts)
 
 
 class NoImages:
@@ -33,23 +60,33 @@ class NoImages:
         return []
 
 
-def _service(**flush: float) -> tuple[IndexerService, CountingStore]:
-    enc = HashingEncoder()
+def _service(
+    encoder: HashingEncoder | None = None, encode_threads: int = 1, **flush: float
+) -> tuple[IndexerService, CountingStore]:
+    enc = encoder or HashingEncoder()
     fusion = Fusion("weighted", 0.5, enc.info.joint_dim)
     store = CountingStore(CollectionSpec("p", enc.info, fusion.key, fusion.fused_dim, "COSINE"))
     indexer = ProductIndexer(enc, store, NoImages(), fusion)
     service = IndexerService(
-        indexer=indexer, metrics=IndexerMetrics(), retry=lambda fn: fn(), **flush
+        indexer=indexer,
+        metrics=IndexerMetrics(),
+        retry=lambda fn: fn(),
+        encode_threads=encode_threads,
+        **flush,
     )
     return service, store
 
 
-def _submit(service: IndexerService, n: int, start: int = 0) -> Batch[object]:
+def _batch(n: int, start: int = 0, *, version: int = 1, title: str = "shirt") -> Batch[object]:
     items = []
     for i in range(start, start + n):
-        event = ProductUpsert(id=f"p{i}", version=1, updated_at=T0, title=f"shirt {i}")
+        event = ProductUpsert(id=f"p{i}", version=version, updated_at=T0, title=f"{title} {i}")
         items.append((FakeMessage(i, b"{}"), event))
-    batch: Batch[object] = Batch([m for m, _ in items], items)  # type: ignore[arg-type]
+    return Batch([m for m, _ in items], items)  # type: ignore[arg-type]
+
+
+def _submit(service: IndexerService, n: int, start: int = 0) -> Batch[object]:
+    batch = _batch(n, start)
     service.submit(batch)  # type: ignore[arg-type]
     assert _ticking(service, lambda: batch.done, tick=False) and batch.error is None
     return batch
@@ -93,3 +130,34 @@ def test_a_busy_indexer_flushes_by_rows_only() -> None:
         assert store.flushes == 1  # 6 rows written, 5 or more: flushed after the batch
     finally:
         service.close()
+
+
+def test_batches_encoded_side_by_side_are_written_in_the_order_they_came() -> None:
+    """The second batch, a newer version of the first's products, is encoded first; written
+    first, the older version would then overwrite it."""
+    encoder = SlowOnCue()
+    service, store = _service(encoder, encode_threads=2, flush_rows=1000, flush_quiet_s=60)
+    try:
+        first, second = _batch(3, title="slow"), _batch(3, version=2)
+        service.submit(first)  # type: ignore[arg-type]
+        service.submit(second)  # type: ignore[arg-type]
+        time.sleep(0.2)  # the second is encoded by now, and must wait for the first
+        assert store.upserted == [] and not second.done
+        encoder.go.set()
+        assert _ticking(service, lambda: second.done, tick=False)
+        assert first.done and first.error is None and second.error is None
+        assert store.upserted == [
+            [(f"p{i}", 1) for i in range(3)],
+            [(f"p{i}", 2) for i in range(3)],
+        ]
+        assert {s.version for s in store.state([f"p{i}" for i in range(3)]).values()} == {2}
+    finally:
+        service.close()
+
+
+def test_every_encoder_thread_stops_and_the_writer_after_them() -> None:
+    service, _ = _service(encode_threads=3, flush_rows=1000, flush_quiet_s=60)
+    _submit(service, 2)
+    service.close()
+    assert not any(t.is_alive() for t in service._threads)
+    assert len(service._threads) == 4
