@@ -214,15 +214,22 @@ def _stream(
     )
 
 
-def share_encoder_threads(settings: Settings) -> int:
-    """Shares the encoder's torch threads (SHOPVEC_ENCODER__THREADS, or the cores this process
-    may run on) out among the indexer's encoder threads, and returns how many those are.
-    torch's thread count is the process's: called where the indexer runs, before it encodes."""
+def share_encoder_threads(settings: Settings, encoder: Encoder) -> int:
+    """How many encoder threads the indexer runs: SHOPVEC_INDEXER__ENCODE_THREADS where the
+    encoder may encode photos on several threads at once (its `concurrent_images`), else one;
+    the encoder's torch threads (SHOPVEC_ENCODER__THREADS, or the cores this process may run
+    on) are shared out among them. torch's thread count is the process's: called where the
+    indexer runs, before it encodes."""
     import os
 
     from shopvec.encoders._torch import set_threads
 
     n = settings.indexer.encode_threads
+    if n > 1 and not getattr(encoder, "concurrent_images", False):
+        log.info(
+            "%s encodes one batch at a time: one encoder thread, not %d", encoder.info.model_id, n
+        )
+        n = 1
     if n > 1:
         total = settings.encoder.threads or len(os.sched_getaffinity(0))
         set_threads(max(1, total // n))
@@ -247,7 +254,7 @@ def build_indexer_service(
     from shopvec.metrics import IndexerMetrics
 
     encoder = encoder or build_encoder(settings)
-    share_encoder_threads(settings)
+    encode_threads = share_encoder_threads(settings, encoder)
     fusion = build_fusion(settings, encoder)
     store = build_store(settings, collection_spec(settings, encoder, fusion))
     store.ensure()
@@ -269,14 +276,14 @@ def build_indexer_service(
             flush_interval_s=s.flush_interval_s,
             flush_quiet_s=s.flush_quiet_s,
             on_batch=on_batch,
-            encode_threads=s.encode_threads,
+            encode_threads=encode_threads,
         ),
         max_message_bytes=s.max_event_bytes,
         size_setting="SHOPVEC_INDEXER__MAX_EVENT_BYTES",
         consumer_overrides={"fetch.wait.max.ms": batch_fetch_wait_ms(settings)},
         batch_size=s.batch_size,
         batch_wait_s=s.batch_wait_ms / 1000,
-        max_in_flight=max_in_flight(s.encode_threads),
+        max_in_flight=max_in_flight(encode_threads),
     )
     return runtime, metrics
 

@@ -116,7 +116,7 @@ def run_ingest_bench(
     # (workers._run), and torch's threads shared out among its encoder threads, for the raw
     # rate alike.
     limit_blas_threads(settings.blas_threads)
-    encode_threads = share_encoder_threads(settings)
+    encode_threads = share_encoder_threads(settings, encoder)
     warm = getattr(encoder, "warm_up", None)
     if warm is not None:
         warm()

@@ -35,6 +35,7 @@ class HashingEncoder:
         regions, projected as the photo is."""
         self._photo_confidence = photo_confidence
         self.gives_regions = regions
+        self.concurrent_images = True
         rng = np.random.default_rng(seed)
         self._text_proj = rng.standard_normal((_BUCKETS, joint_dim)).astype(np.float32)
         self._image_proj = rng.standard_normal((48, joint_dim)).astype(np.float32)

@@ -77,6 +77,8 @@ class OfflineEncoder:
     ) -> None:
         """regions: also give each photo's 49 region vectors (for attention fusion)."""
         self.gives_regions = regions
+        self.concurrent_images = True
+        """encode_images may run on several threads at once (the indexer's encoder threads)."""
         if threads:
             torch.set_num_threads(threads)
         self._batch_size = batch_size

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import pytest
+import torch
 
 from schemas import ProductUpsert
 from shopvec.encoders import HashingEncoder
@@ -20,6 +22,8 @@ from shopvec.indexing import ProductIndexer
 from shopvec.indexing.service import IndexerService
 from shopvec.kafka.batch import Batch
 from shopvec.metrics import IndexerMetrics
+from shopvec.runtime import share_encoder_threads
+from shopvec.settings import Settings
 from shopvec.store import CollectionSpec, InMemoryProductStore
 from tests.unit.kafka_fakes import FakeMessage
 
@@ -161,3 +165,30 @@ def test_every_encoder_thread_stops_and_the_writer_after_them() -> None:
     service.close()
     assert not any(t.is_alive() for t in service._threads)
     assert len(service._threads) == 4
+
+
+class OneAtATime(HashingEncoder):
+    """An encoder that may not encode on two threads at once (a tokenizer that is not
+    re-entrant, as the CLIP family's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        del self.concurrent_images
+
+
+@pytest.mark.parametrize(
+    ("encoder", "cores", "threads", "torch_threads"),
+    [(HashingEncoder(), 4, 2, 2), (HashingEncoder(), 2, 2, 1), (OneAtATime(), 4, 1, None)],
+)
+def test_encoder_threads_share_the_torch_threads_where_the_encoder_allows(
+    encoder: HashingEncoder, cores: int, threads: int, torch_threads: int | None
+) -> None:
+    settings = Settings.model_validate(
+        {"indexer": {"encode_threads": 2}, "encoder": {"threads": cores}}
+    )
+    before = torch.get_num_threads()
+    try:
+        assert share_encoder_threads(settings, encoder) == threads
+        assert torch.get_num_threads() == (torch_threads or before)
+    finally:
+        torch.set_num_threads(before)
