@@ -205,8 +205,8 @@ class IndexerSettings(BaseModel):
         "torch threads (SHOPVEC_ENCODER__THREADS, or the cores) shared out among them: on "
         "CPUs, whole batches side by side keep the cores as busy as one batch split across "
         "them, and lose only their own time to what shares the cores (the consumer, the "
-        "broker, Milvus) where a split batch waits at every step for its slowest part. 1 on a "
-        "GPU",
+        "broker, Milvus) where a split batch waits at every step for its slowest part. Only "
+        "for an encoder that allows it (the offline one); others run one. 1 on a GPU",
     )
     max_event_bytes: int = Field(
         default=2 * 1024 * 1024,
