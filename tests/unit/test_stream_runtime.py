@@ -268,6 +268,14 @@ def test_a_pipeline_full_for_long_pauses_its_partitions_until_a_batch_finishes()
     assert not consumer.paused and consumer.stored == [0]
 
 
+def test_a_worker_asked_to_stop_stops_waiting_for_a_full_pipeline() -> None:
+    runtime, consumer, _ = _full(pause_after_s=60.0)
+    threading.Timer(0.1, runtime._stop.set).start()
+    started = time.monotonic()
+    runtime._backpressure()
+    assert time.monotonic() - started < 2 and consumer.pauses == 0
+
+
 # -- the query worker --------------------------------------------------------------------------
 
 
