@@ -300,9 +300,11 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
     store.ensure()
     q = settings.query
     if store.lexical and "weighted" in q.retrieval.values():
-        from shopvec.search.lexical import load_analyzer
+        # The weighted ranker's coverages cut words with jieba: its dictionary is loaded now,
+        # not on the first query with words.
+        from shopvec.terms import jieba_loaded
 
-        load_analyzer()
+        jieba_loaded()
     return SearchService(
         encoder,
         store,

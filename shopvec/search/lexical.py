@@ -53,7 +53,6 @@ __all__ = [
     "coverage",
     "covered",
     "lexical_parts",
-    "load_analyzer",
 ]
 
 LEXICAL_FIELD: dict[str, LexicalField] = {
@@ -109,12 +108,6 @@ def covered(ranker: HybridRanker, share: float) -> HybridRanker:
     if ranker.kind != "weighted":
         return ranker
     return replace(ranker, lexical_weight=ranker.lexical_weight * share**COVERAGE_POWER)
-
-
-def load_analyzer() -> None:
-    """Loads jieba's dictionary now rather than on the first query with words; a service
-    whose weighted ranker needs coverages calls it at start."""
-    jieba_loaded()
 
 
 def analysed_words(text: str) -> set[str]:
