@@ -11,6 +11,10 @@ sent from then on name a new topic, the client reads both, and the old one is de
 every search sent to it has been answered or given up (the client's timeout, or the age past
 which query workers drop a request, whichever is longer). A caller that sends requests by other
 means and waits with `expect` reads `reply_topic` for each request it sends.
+
+Requests go to the current generation of the requests topic, which on the embedded broker is
+replaced as it fills (shopvec.kafka.generations); the client learns of a new one from the
+offsets the broker acknowledges and by asking every ten seconds.
 """
 
 from __future__ import annotations
@@ -27,12 +31,21 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from schemas.search import SearchFilters, SearchReply, SearchRequest
 from schemas.wire import HEADER_CONTENT_TYPE, HEADER_CORRELATION_ID, HEADER_REPLY_TOPIC
 from shopvec.kafka.admin import create_topic, delete_topics
 from shopvec.kafka.config import producer_config, reply_reader_config
+from shopvec.kafka.generations import RequestTopic, listing
 from shopvec.settings import Settings
 
 __all__ = ["AsyncSearchClient", "SearchClient", "SearchTimeout"]
@@ -67,6 +80,7 @@ class SearchClient:
         """Replaced reply topics, with when they stopped being named in requests."""
         self.reply_topic = reply_topic or self._new_reply_topic()
         self._producer = Producer(producer_config(settings, **{"linger.ms": 0}))
+        self._requests = RequestTopic(settings, listing(self._producer))
         self._consumer = Consumer(reply_reader_config(settings))
         self._assign()
         self._reader = threading.Thread(target=self._read, name="search-replies", daemon=True)
@@ -152,7 +166,7 @@ class SearchClient:
             request = request.model_copy(update={"reply_topic": self.reply_topic})
         future = self.expect(request.request_id)
         self._producer.produce(
-            self._settings.topics.search_requests,
+            self._requests.name(),
             key=request.request_id.encode(),
             value=request.to_bytes(),
             headers=[
@@ -160,10 +174,16 @@ class SearchClient:
                 (HEADER_REPLY_TOPIC, (request.reply_topic or "").encode()),
                 (HEADER_CONTENT_TYPE, b"application/json"),
             ],
+            on_delivery=self._stored,
         )
         self._producer.poll(0)
         self._producer.flush(self._timeout_s)
         return future
+
+    def _stored(self, err: KafkaError | None, msg: Message) -> None:
+        offset = msg.offset()
+        if err is None and offset is not None:
+            self._requests.acknowledged(msg.topic() or "", offset)
 
     def request(
         self, request: SearchRequest, timeout_s: float | None = None, retries: int | None = None

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from shopvec.indexing import IndexOutcome
     from shopvec.kafka.batch import Handler
     from shopvec.kafka.loop import Retrier
-    from shopvec.kafka.stream import StreamRuntime
+    from shopvec.kafka.stream import StreamRuntime, Subscription
     from shopvec.metrics import IndexerMetrics, QueryMetrics
     from shopvec.search import SearchService
 
@@ -162,7 +162,7 @@ def _stream(
     registry: CollectorRegistry,
     *,
     group_id: str,
-    topic: str,
+    topic: str | Callable[[Consumer], Subscription],
     producer: Producer,
     handler: Callable[[Consumer, Retrier], Handler[Any]],
     max_message_bytes: int,
@@ -173,7 +173,7 @@ def _stream(
     consumer_overrides: dict[str, Any] | None = None,
 ) -> StreamRuntime[Any]:
     """A worker's runtime around the handler that `handler` builds from the consumer and the
-    retrier they share."""
+    retrier they share; `topic` is the topic, or builds the subscription from the consumer."""
     from confluent_kafka import Consumer
 
     from shopvec.kafka import DeadLetterSink, consumer_config
@@ -200,7 +200,7 @@ def _stream(
     return StreamRuntime(
         worker=worker,
         consumer=consumer,
-        topic=topic,
+        topic=topic if isinstance(topic, str) else topic(consumer),
         handler=handler(consumer, retry),
         dead_letters=sink,
         metrics=metrics,
@@ -325,6 +325,7 @@ def build_query_worker(
     from confluent_kafka import Producer
 
     from shopvec.kafka import producer_config
+    from shopvec.kafka.generations import RequestTopics
     from shopvec.kafka.topics import TopicGuard, topic_exists
     from shopvec.metrics import QueryMetrics
     from shopvec.search import QueryWorker
@@ -340,7 +341,8 @@ def build_query_worker(
         "query",
         metrics.registry,
         group_id=group_id or q.group_id,
-        topic=settings.topics.search_requests,
+        # In generations where the broker keeps every record (shopvec.kafka.generations).
+        topic=lambda consumer: RequestTopics(settings, consumer),
         producer=producer,
         handler=lambda consumer, retry: QueryWorker(
             producer=producer,

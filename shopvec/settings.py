@@ -67,10 +67,11 @@ class TopicSettings(BaseModel):
         }
 
 
-EMBEDDED_REPLY_TOPIC_RECORDS = 5_000
+EMBEDDED_PARTITION_RECORDS = 5_000
 """On the embedded broker a fetch slows with every record batch before it in its partition,
 and from about 20,000 the request/reply path's short fetches return nothing
-(docs/benchmarks.md, "The embedded broker"); a reply is a batch of one."""
+(docs/benchmarks.md, "The embedded broker"); a request or a reply is a batch of one. The
+request/reply path's topics are replaced before a partition holds more than this."""
 
 
 class KafkaSettings(BaseModel):
@@ -99,6 +100,14 @@ class KafkaSettings(BaseModel):
         "many replies, and deleted once the searches sent to it are answered or given up; 0: "
         "never; unset: 5000 against the embedded broker, which slows with every batch a "
         "partition holds and deletes no records, never against Kafka, whose retention does",
+    )
+    request_topic_records: int | None = Field(
+        default=None,
+        ge=0,
+        description="once a partition of the search requests topic holds this many records, "
+        "searches move on to a new generation of the topic, and the old one is deleted once "
+        "read (shopvec.kafka.generations); 0: never; unset: 5000 against the embedded broker, "
+        "never against Kafka",
     )
     extra: dict[str, str] = Field(
         default_factory=dict, description="further librdkafka properties, passed through"
@@ -428,7 +437,14 @@ class Settings(BaseSettings):
         limit)."""
         if self.kafka.reply_topic_records is not None:
             return self.kafka.reply_topic_records
-        return EMBEDDED_REPLY_TOPIC_RECORDS if self.kafka_embedded else 0
+        return EMBEDDED_PARTITION_RECORDS if self.kafka_embedded else 0
+
+    def request_topic_records(self) -> int:
+        """Records a partition of the search requests topic takes before searches move on to
+        a new generation of the topic (0: no limit, one topic)."""
+        if self.kafka.request_topic_records is not None:
+            return self.kafka.request_topic_records
+        return EMBEDDED_PARTITION_RECORDS if self.kafka_embedded else 0
 
     def reply_topic_patterns(self) -> list[str]:
         if self.query.reply_topic_patterns is not None:

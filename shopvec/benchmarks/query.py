@@ -33,7 +33,9 @@ partition holds.
 has already carried N searches: a request topic whose partitions hold N single-record batches
 (the query worker's group committed past them, as a worker that has run that long would be),
 sent by one client for the whole measurement. Reported beside the fresh side's figures, with
-the ratio of each percentile. The reply topic is the client's own and starts empty. On the embedded
+the ratio of each percentile. On the embedded broker the query worker finds the topic full and
+moves requests to a new generation of it (shopvec.kafka.generations), as a stack that has run
+that long has done by then. The reply topic is the client's own and starts empty. On the embedded
 broker a fetch shorter than the time it takes to reach the end of a long partition returns
 nothing, so from about 20,000 batches a partition the request/reply path's 2 ms fetches get no
 records at all (docs/benchmarks.md, "The embedded broker"); a shared reply topic that already
@@ -61,6 +63,7 @@ from shopvec.encoders.base import Encoder, l2_normalise
 from shopvec.imaging import ImageLoader
 from shopvec.indexing.pipeline import ProductIndexer
 from shopvec.kafka.admin import delete_topics, ensure_topics
+from shopvec.kafka.generations import request_generations
 from shopvec.runtime import (
     build_encoder,
     build_fusion,
@@ -295,7 +298,7 @@ def _aged(
             wall = time.monotonic() - began
     finally:
         stack.stop(["query"])
-    delete_topics(aged, [aged.topics.search_requests])
+    delete_topics(aged, request_generations(aged))
     sent = [t * 1000 for t, _ in remote]
     return {
         "events": aged_events,
@@ -398,7 +401,7 @@ def _measure(
                 wall += time.monotonic() - began
     finally:
         stack.stop(["query"])
-    delete_topics(measured, [measured.topics.search_requests])
+    delete_topics(measured, request_generations(measured))
     figures: dict[str, Any] = _figures(remote, local, single, wall)
     if aged_events:
         figures["aged"] = _aged(

@@ -65,17 +65,21 @@ def _create(admin: AdminClient, wanted: list[NewTopic], timeout_s: float) -> lis
 
 
 def request_reply_depths(settings: Settings, timeout_s: float = 10.0) -> dict[str, int]:
-    """Records held by each partition of the search requests topic and of the reply topics
-    (`topic[partition]` to the count), largest first. On the embedded broker a fetch on the
-    request/reply path returns nothing once a partition holds tens of thousands of records
-    (docs/benchmarks.md, "The embedded broker"), so `shopvec status` warns before that."""
+    """Records held by each partition of the search requests topic (each of its generations)
+    and of the reply topics (`topic[partition]` to the count), largest first. On the embedded
+    broker a fetch on the request/reply path returns nothing once a partition holds tens of
+    thousands of records (docs/benchmarks.md, "The embedded broker"), so `shopvec status`
+    warns before that."""
+    from shopvec.kafka.generations import generations_of
+
     topics = settings.topics
     consumer = Consumer({**common_config(settings), "group.id": "shopvec-status"})
     try:
         listed = consumer.list_topics(timeout=timeout_s).topics
         depths: dict[str, int] = {}
         for name, meta in listed.items():
-            if name != topics.search_requests and not name.startswith(topics.search_replies):
+            requests = generations_of(topics.search_requests, [name])
+            if not requests and not name.startswith(topics.search_replies):
                 continue
             for p in meta.partitions:
                 low, high = consumer.get_watermark_offsets(

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -38,11 +38,19 @@ from shopvec.kafka.dead_letters import (
 )
 from shopvec.kafka.loop import Retrier, next_batch, store_offsets
 
-__all__ = ["StreamRuntime"]
+__all__ = ["StreamRuntime", "Subscription"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class Subscription(Protocol):
+    """Topics that change while a worker runs (the search requests' generations)."""
+
+    def topics(self) -> list[str]:
+        """The topics to read now. Asked between polls, so it must be cheap most times."""
+        ...
 
 
 class StreamRuntime(Generic[T]):
@@ -51,7 +59,7 @@ class StreamRuntime(Generic[T]):
         *,
         worker: str,
         consumer: Consumer,
-        topic: str,
+        topic: str | Subscription,
         handler: Handler[T],
         dead_letters: DeadLetterSink,
         metrics: StreamMetrics,
@@ -95,13 +103,14 @@ class StreamRuntime(Generic[T]):
         self._failures_in_a_row = 0
         self._system_fault = False
         self._retry_at: float | None = None
-        self._assigned: set[int] = set()
+        self._assigned: set[tuple[str, int]] = set()
+        self._subscribed: list[str] = []
 
     @property
     def ready(self) -> threading.Event:
         return self.health.assigned
 
-    def assigned_partitions(self) -> list[int]:
+    def assigned_partitions(self) -> list[tuple[str, int]]:
         """Safe from any thread: kept by the rebalance callbacks, since the consumer's own
         assignment() waits for the thread that is polling."""
         return sorted(self._assigned)
@@ -110,16 +119,12 @@ class StreamRuntime(Generic[T]):
 
     def run(self, stop: threading.Event) -> None:
         self._stop = self.retry.stop = stop
-        self._consumer.subscribe(
-            [self._topic],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        self._follow()
         try:
             while not stop.is_set():
                 self.health.beat()
                 self.turn()
+                self._follow()
                 self._backpressure()
                 if stop.is_set():
                     break
@@ -139,6 +144,21 @@ class StreamRuntime(Generic[T]):
         """Housekeeping: the handler's, then whatever finished batches can be completed."""
         self._handler.tick()
         self._settle()
+
+    def _follow(self) -> None:
+        """Subscribes to the topics to read, again whenever they change: the partitions of
+        topics no longer read are revoked (drained and committed first), those of new ones
+        assigned, the others kept (cooperative rebalancing). Only from the loop itself, never
+        from within a rebalance callback (whose drain turns the handler)."""
+        wanted = [self._topic] if isinstance(self._topic, str) else self._topic.topics()
+        if wanted == self._subscribed:
+            return
+        self._consumer.subscribe(
+            wanted, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        if self._subscribed:
+            log.info("%s: now reading %s", self.worker, ", ".join(wanted))
+        self._subscribed = list(wanted)
 
     def process(self, messages: list[Message]) -> None:
         """One poll's messages: decoded, handed to the handler, completed as far as they can."""
@@ -339,22 +359,20 @@ class StreamRuntime(Generic[T]):
             log.warning("%s: %d batches unfinished after the drain", self.worker, len(self._ledger))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned |= {tp.partition for tp in partitions}
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
         self.health.assigned.set()
         log.info(
             "%s: partitions assigned %s, now holding %s",
             self.worker,
-            sorted(tp.partition for tp in partitions),
-            sorted(self._assigned),
+            _named(partitions),
+            ", ".join(f"{t}[{p}]" for t, p in sorted(self._assigned)),
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish and store what is in flight while the partitions are still ours, then commit,
         # so the next owner starts after it instead of doing it again.
-        self._assigned -= {tp.partition for tp in partitions}
-        log.info(
-            "%s: partitions revoked %s", self.worker, sorted(tp.partition for tp in partitions)
-        )
+        self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        log.info("%s: partitions revoked %s", self.worker, _named(partitions))
         self._drain()
         try:
             consumer.commit(asynchronous=False)
@@ -364,5 +382,9 @@ class StreamRuntime(Generic[T]):
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost, not revoked: another member may already own them, so nothing is committed.
-        self._assigned -= {tp.partition for tp in partitions}
-        log.warning("partitions lost: %s", [tp.partition for tp in partitions])
+        self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        log.warning("%s: partitions lost %s", self.worker, _named(partitions))
+
+
+def _named(partitions: list[TopicPartition]) -> str:
+    return ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)) or "none"

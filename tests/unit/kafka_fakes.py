@@ -98,6 +98,15 @@ class FakeConsumer:
         self.stored: list[int] = []
         self.paused = False
         self.pauses = 0
+        self.subscriptions: list[list[str]] = []
+        self.ends: dict[tuple[str, int], int] = {}
+        """High watermarks by (topic, partition), for get_watermark_offsets."""
+
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        self.subscriptions.append(list(topics))
+
+    def get_watermark_offsets(self, tp: Any, **options: Any) -> tuple[int, int]:
+        return 0, self.ends.get((tp.topic, tp.partition), 0)
 
     def store_offsets(self, msg: FakeMessage) -> None:
         self.stored.append(msg.offset())
