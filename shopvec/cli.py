@@ -121,8 +121,11 @@ def crowded_partitions(settings: Settings, depths: dict[str, int] | None = None)
     held = ", ".join(f"{name} {n:,}" for name, n in crowded.items())
     return [
         f"search topics holding many records: {held}. The embedded broker stops answering "
-        "searches at about 20,000 records a partition: restart the stack soon "
-        "(`shopvec down`, then `shopvec up`; docs/benchmarks.md, the embedded broker)"
+        "searches at about 20,000 records a partition. By default these topics are replaced "
+        "long before that (SHOPVEC_KAFKA__REQUEST_TOPIC_RECORDS, "
+        "SHOPVEC_KAFKA__REPLY_TOPIC_RECORDS); with the limits off, or a client that keeps "
+        "a shared reply topic, restart the stack soon (`shopvec down`, then `shopvec up`; "
+        "docs/benchmarks.md, the embedded broker)"
     ]
 
 

@@ -224,8 +224,11 @@ class RequestTopics(_Generations):
         if not generations:
             return
         partitions = listed[generation_topic(self._base, generations[-1])]
-        current = current_generation(generations)
-        if len(generations) == 1 or self._full(current, listed):
+        if len(generations) == 1:
+            self._make(generations[-1] + 1, partitions)
+            generations.append(generations[-1] + 1)
+        # Also at once when the only generation was full already (a stack that ran without).
+        if self._full(current_generation(generations), listed):
             self._make(generations[-1] + 1, partitions)
             generations.append(generations[-1] + 1)
         live, old = generations[-3:], generations[:-3]

@@ -157,6 +157,14 @@ def test_workers_make_the_standby_read_three_generations_and_delete_retired_ones
     assert broker.deleted == ["req"] and "req" not in broker.topics
 
 
+def test_workers_starting_on_a_full_topic_move_requests_on_at_once(broker) -> None:
+    consumer = FakeConsumer()
+    consumer.ends[("req", 0)] = 25_000  # a stack that ran without generations
+    workers = RequestTopics(_settings(), cast(Consumer, consumer), topics=lambda: broker.topics)
+    assert workers.topics() == ["req", "req.g1", "req.g2"]
+    assert RequestTopic(_settings(), lambda: broker.topics).name() == "req.g1"
+
+
 def test_workers_read_on_what_they_read_when_the_broker_does_not_answer(broker) -> None:
     clock = Clock()
     up = {"ok": True}

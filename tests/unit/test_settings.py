@@ -78,16 +78,17 @@ def test_fetch_wait_is_short_only_on_the_embedded_broker() -> None:
     assert embedded.model_copy(update={"kafka": chosen}).fetch_wait_ms() == 50
 
 
-def test_reply_topics_are_replaced_by_default_only_on_the_embedded_broker() -> None:
+@pytest.mark.parametrize("field", ["reply_topic_records", "request_topic_records"])
+def test_request_and_reply_topics_are_replaced_by_default_only_on_the_embedded_broker(
+    field: str,
+) -> None:
     embedded = Settings()
 
-    def with_kafka(**update: object) -> Settings:
-        return embedded.model_copy(update={"kafka": embedded.kafka.model_copy(update=update)})
+    def limit(**update: object) -> int:
+        s = embedded.model_copy(update={"kafka": embedded.kafka.model_copy(update=update)})
+        return int(getattr(s, field)())
 
-    assert with_kafka(reply_topic_records=None).reply_topic_records() == 5_000
-    assert with_kafka(bootstrap_servers="kafka:9092").reply_topic_records() == 0
-    assert (
-        with_kafka(bootstrap_servers="kafka:9092", reply_topic_records=100).reply_topic_records()
-        == 100
-    )
-    assert with_kafka(reply_topic_records=0).reply_topic_records() == 0
+    assert limit(**{field: None}) == 5_000
+    assert limit(bootstrap_servers="kafka:9092") == 0
+    assert limit(bootstrap_servers="kafka:9092", **{field: 100}) == 100
+    assert limit(**{field: 0}) == 0
