@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PALETTE", "ColourName", "colour_names", "colour_words"]
+__all__ = ["PALETTE", "ColourName", "colour_names", "colour_words", "colour_words_many"]
 
 
 @dataclass(frozen=True)
@@ -92,15 +92,22 @@ _REF_NAME = np.array(
 )
 
 
-def _small(image: torch.Tensor, max_side: int) -> np.ndarray:
-    """uint8 (3, H, W) to float (h, w, 3) in 0..1, at most max_side pixels a side."""
-    _, h, w = image.shape
-    x = image[:3].float().unsqueeze(0) / 255.0
-    if max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        x = F.interpolate(x, size=size, mode="area")
-    return x[0].permute(1, 2, 0).numpy().astype(np.float64)
+def _smalls(images: Sequence[torch.Tensor], max_side: int) -> list[np.ndarray]:
+    """uint8 (3, H, W) photos to float (h, w, 3) in 0..1, at most max_side pixels a side; the
+    photos of one size are shrunk in one call."""
+    out: list[np.ndarray] = [np.empty(0)] * len(images)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        by_size.setdefault((image.shape[1], image.shape[2]), []).append(i)
+    for (h, w), members in by_size.items():
+        x = torch.stack([images[i][:3] for i in members]).float() / 255.0
+        if max(h, w) > max_side:
+            scale = max_side / max(h, w)
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            x = F.interpolate(x, size=size, mode="area")
+        for i, small in zip(members, x.permute(0, 2, 3, 1).numpy(), strict=True):
+            out[i] = small.astype(np.float64)
+    return out
 
 
 def _product_mask(lab: np.ndarray, background_distance: float, min_region: float) -> np.ndarray:
@@ -133,6 +140,20 @@ def _nearest_names(pixels: np.ndarray) -> np.ndarray:
     return _REF_NAME[np.argmin(scores, axis=1)]
 
 
+_CENTRE_WEIGHTS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _centre_weights(h: int, w: int) -> np.ndarray:
+    """The product is usually in the middle of the frame: nearer pixels count for more."""
+    grid = _CENTRE_WEIGHTS.get((h, w))
+    if grid is None:
+        ys, xs = np.arange(h)[:, None], np.arange(w)[None, :]
+        grid = np.exp(-(((ys + 0.5) / h - 0.5) ** 2 + ((xs + 0.5) / w - 0.5) ** 2) / (2 * 0.3**2))
+        if len(_CENTRE_WEIGHTS) < 64:
+            _CENTRE_WEIGHTS[(h, w)] = grid
+    return grid
+
+
 def colour_names(
     image: torch.Tensor,
     *,
@@ -143,28 +164,70 @@ def colour_names(
     max_side: int = 64,
 ) -> list[ColourName]:
     """The dominant palette colours of the product in a uint8 (3, H, W) photo, largest first."""
-    if image.ndim != 3 or image.shape[0] < 3 or image.shape[1] == 0 or image.shape[2] == 0:
-        return []
-    lab = _srgb_to_lab(_small(image, max_side))
-    mask = _product_mask(lab, background_distance, min_region)
-    names = _nearest_names(lab[mask])
-    # The product is usually in the middle of the frame: nearer pixels count for more.
-    h, w, _ = lab.shape
-    ys, xs = np.nonzero(mask)
-    weights = np.exp(-(((ys + 0.5) / h - 0.5) ** 2 + ((xs + 0.5) / w - 0.5) ** 2) / (2 * 0.3**2))
+    return _names_many([image], max_colours, min_share, background_distance, min_region, max_side)[
+        0
+    ]
+
+
+def _names_many(
+    images: Sequence[torch.Tensor],
+    max_colours: int = 2,
+    min_share: float = 0.2,
+    background_distance: float = 12.0,
+    min_region: float = 0.04,
+    max_side: int = 64,
+) -> list[list[ColourName]]:
+    """colour_names of each photo, done together: a photo's pixels are few, so the work is
+    mostly numpy's per call, and each step here is one call for all of them."""
+    named: list[list[ColourName]] = [[] for _ in images]
+    usable = [
+        i
+        for i, image in enumerate(images)
+        if image.ndim == 3 and image.shape[0] >= 3 and image.shape[1] > 0 and image.shape[2] > 0
+    ]
+    if not usable:
+        return named
+    smalls = _smalls([images[i] for i in usable], max_side)
+    lab_all = _srgb_to_lab(np.concatenate([s.reshape(-1, 3) for s in smalls]))
+    labs, at = [], 0
+    for small in smalls:
+        h, w, _ = small.shape
+        labs.append(lab_all[at : at + h * w].reshape(h, w, 3))
+        at += h * w
+    masks = [_product_mask(lab, background_distance, min_region) for lab in labs]
+    names = _nearest_names(np.concatenate([lab[m] for lab, m in zip(labs, masks, strict=True)]))
+    weights = np.concatenate([_centre_weights(*m.shape)[m] for m in masks])
+    owner = np.repeat(np.arange(len(masks)), [int(m.sum()) for m in masks])
     kept = names >= 0
-    if not kept.any():
-        return []
-    shares = np.bincount(names[kept], weights[kept], minlength=len(PALETTE))
-    shares = shares / shares.sum()
-    order = np.argsort(-shares, kind="stable")
-    return [PALETTE[i] for i in order[:max_colours] if shares[i] >= min_share]
+    shares = np.bincount(
+        owner[kept] * len(PALETTE) + names[kept],
+        weights[kept],
+        minlength=len(masks) * len(PALETTE),
+    ).reshape(len(masks), len(PALETTE))
+    counted = np.bincount(owner[kept], minlength=len(masks))
+    for row, i in enumerate(usable):
+        if not counted[row]:
+            continue
+        share = shares[row] / shares[row].sum()
+        order = np.argsort(-share, kind="stable")
+        named[i] = [PALETTE[j] for j in order[:max_colours] if share[j] >= min_share]
+    return named
 
 
 def colour_words(images: Sequence[torch.Tensor]) -> str:
     """The colour words of a product's photos, each name once: "red 红色 white 白色"."""
-    seen: dict[str, ColourName] = {}
-    for image in images:
-        for name in colour_names(image):
-            seen.setdefault(name.english, name)
-    return " ".join(name.words for name in seen.values())
+    return colour_words_many([images])[0]
+
+
+def colour_words_many(products: Sequence[Sequence[torch.Tensor]]) -> list[str]:
+    """colour_words of each product's photos, all photos done together (_names_many)."""
+    names = _names_many([image for photos in products for image in photos])
+    out, at = [], 0
+    for photos in products:
+        seen: dict[str, ColourName] = {}
+        for per_photo in names[at : at + len(photos)]:
+            for name in per_photo:
+                seen.setdefault(name.english, name)
+        out.append(" ".join(name.words for name in seen.values()))
+        at += len(photos)
+    return out

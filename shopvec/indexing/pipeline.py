@@ -24,7 +24,7 @@ import torch
 from schemas.product import ProductDelete, ProductImage, ProductUpsert
 from shopvec.encoders.base import Encoder
 from shopvec.fusion import Fusion
-from shopvec.imaging.colour import colour_words
+from shopvec.imaging.colour import colour_words_many
 from shopvec.imaging.thumbnail import thumbnail_data_uri
 from shopvec.store.base import TEXT_MAX_BYTES, VECTOR_FIELDS, ProductStore, StoredState, clip_utf8
 from shopvec.terms import index_terms
@@ -267,7 +267,11 @@ class ProductIndexer:
                 failed.add(e.id)
             else:
                 out.photos[e.id] = [g for g in got if isinstance(g, torch.Tensor)]
-                out.colours[e.id] = colour_words(out.photos[e.id])
+        named = [e.id for e in need_photos if e.id in out.photos]
+        for pid, words in zip(
+            named, colour_words_many([out.photos[p] for p in named]), strict=True
+        ):
+            out.colours[pid] = words
         out.upserts = [e for e in events if e.id not in failed]
         for e in out.upserts:
             out.states[e.id] = StoredState(

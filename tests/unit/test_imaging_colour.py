@@ -12,6 +12,7 @@ from shopvec.imaging.colour import (
     _nearest_names,
     colour_names,
     colour_words,
+    colour_words_many,
 )
 
 
@@ -59,6 +60,18 @@ def test_words_of_several_photos_name_each_colour_once() -> None:
     red = _paint(_photo((255, 255, 255)), (210, 25, 35), (20, 15, 60, 45))
     assert colour_words([red, red.clone()]) == "red 红色"
     assert colour_words([]) == ""
+
+
+def test_many_products_at_once_get_the_words_each_gets_alone() -> None:
+    rng = torch.Generator().manual_seed(1)
+    noisy = torch.randint(0, 256, (3, 120, 90), dtype=torch.uint8, generator=rng)
+    red = _paint(_photo((255, 255, 255)), (210, 25, 35), (20, 15, 60, 45))
+    blue = _paint(_photo((240, 240, 240), (300, 200)), (40, 90, 200), (50, 40, 250, 160))
+    green = _paint(_photo((20, 20, 20), (64, 64)), (40, 150, 60), (10, 10, 54, 54))
+    empty = torch.zeros((3, 0, 0), dtype=torch.uint8)
+    products = [[red], [blue, green], [], [noisy, red], [empty], [green, empty, blue]]
+    assert colour_words_many(products) == [colour_words(p) for p in products]
+    assert colour_words_many([[red], [blue, green]])[1] == "blue 蓝色 green 绿色"
 
 
 def test_palette_names_are_unique_in_both_languages() -> None:
