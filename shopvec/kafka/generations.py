@@ -54,6 +54,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_RETRY_S = 1.0
+
 Listing = Callable[[], Mapping[str, int]]
 """The broker's topics, each with its number of partitions."""
 
@@ -143,8 +145,10 @@ class RequestTopic(_Generations):
             return self._base
         with self._lock:
             now = self._clock()
-            stale = self._checked_at is None or now - self._checked_at >= self._refresh_s
-            if self._full or stale:
+            # Once the current one is full, the next send asks; should the broker not answer,
+            # a second later again, not on every send.
+            every = _RETRY_S if self._full else self._refresh_s
+            if self._checked_at is None or now - self._checked_at >= every:
                 self._refresh(now)
             return self._current
 

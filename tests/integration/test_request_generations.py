@@ -4,6 +4,7 @@ and again, and a retired generation is deleted from the broker."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -28,11 +29,13 @@ def test_searches_are_answered_while_the_requests_topic_is_replaced(settings, en
     s = _limited(settings, 5)
     query, _ = build_query_worker(s, encoder)
     with running(query.run, query.ready), SearchClient(s, timeout_s=60) as client:
-        for i in range(40):
+        for i in range(60):
             reply = client.search(f"blue shirt {i}", top_k=3)
             assert reply.error is None
-        # 2 partitions of 5 records each at most before the move: 40 searches pass through
-        # at least three generations, the newest a standby.
+            time.sleep(0.05)
+        # A partition takes 5 records before the move, and a client that saw its topic
+        # full asks where requests go at most once a second: 60 searches over more than 4 s
+        # pass through at least three generations, the newest a standby.
         made = request_generations(s)
     base = s.topics.search_requests
     assert made[:4] == [generation_topic(base, g) for g in range(4)]

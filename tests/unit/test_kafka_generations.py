@@ -99,6 +99,7 @@ def test_a_client_sends_to_the_one_before_the_standby_and_moves_on_when_it_fills
     client.acknowledged("req", 3)
     assert client.name() == "req" and not broker.created[1:]
     client.acknowledged("req", 4)  # the 5th record of a partition: full
+    clock.now += 1  # asked at most once a second
     assert client.name() == "req.g1"
     assert broker.created == ["req.g1", "req.g2"] and broker.topics["req.g2"] == 2
     # Another client made the next standby meanwhile: found by asking again, made once.
@@ -119,11 +120,19 @@ def test_a_client_that_cannot_reach_the_broker_keeps_sending_where_it_did(broker
             raise RuntimeError("broker down")
         return broker.topics
 
-    client = RequestTopic(_settings(), listed, clock=clock)
+    asked = []
+    client = RequestTopic(_settings(), lambda: asked.append(1) or listed(), clock=clock)
     assert client.name() == "req.g1"
     up["ok"] = False
     clock.now += 11
-    assert client.name() == "req.g1"
+    assert client.name() == "req.g1" and len(asked) == 2
+    # Full, with the broker not answering: asked again a second later, not at every send.
+    client.acknowledged("req.g1", 4)
+    clock.now += 1
+    assert [client.name() for _ in range(50)] == ["req.g1"] * 50 and len(asked) == 3
+    clock.now += 1
+    up["ok"] = True
+    assert client.name() == "req.g2" and len(asked) == 4
 
 
 def test_workers_make_the_standby_read_three_generations_and_delete_retired_ones(broker):
