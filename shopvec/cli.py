@@ -95,9 +95,33 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     if children and (supervisor is None or not supervisor.alive()):
         print("the supervisor is not running: nothing is started again; `shopvec up` restarts it")
     if settings.kafka_embedded and any(p.name == "kafka" and p.alive() for p in procs):
+        print(requests_topic_line(settings))
         for line in crowded_partitions(settings):
             print(line)
     return 0
+
+
+def requests_topic_line(settings: Settings) -> str:
+    """Which generation of the search requests topic searches go to (shopvec.kafka.generations)."""
+    from shopvec.kafka.generations import (
+        current_generation,
+        generation_topic,
+        generations_of,
+        request_generations,
+    )
+
+    base = settings.topics.search_requests
+    try:
+        generations = generations_of(base, request_generations(settings))
+    except Exception as exc:  # the broker is starting, or gone
+        return f"could not list the search requests topics: {exc}"
+    if not generations:
+        return f"search requests: {base} does not exist yet"
+    current = generation_topic(base, current_generation(generations))
+    standby = generation_topic(base, generations[-1])
+    if len(generations) == 1:
+        return f"search requests go to {current}"
+    return f"search requests go to {current} (standby {standby}; {len(generations)} generations)"
 
 
 CROWDED_RECORDS = 10_000

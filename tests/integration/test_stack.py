@@ -41,6 +41,9 @@ def test_up_serves_searches_and_down_leaves_nothing_running(tmp_path: Path, wait
         # Older Kafka clients (kcat 1.7.1) have a listener of their own.
         compat = settings.stack.kafka_compat_port
         assert f"kcat -b 127.0.0.1:{compat}" in status
+        # The query worker made the requests topic's standby generation when it started.
+        requests = settings.topics.search_requests
+        assert f"search requests go to {requests} (standby {requests}.g1; 2 generations)" in status
         meta = AdminClient({"bootstrap.servers": f"127.0.0.1:{compat}"}).list_topics(timeout=10)
         assert settings.topics.products in meta.topics
         products = myntra_products(DEMO_CATALOG)
