@@ -66,7 +66,9 @@ def generation_topic(base: str, generation: int) -> str:
 
 def generations_of(base: str, topics: Iterable[str]) -> list[int]:
     """The generations of base among topic names, oldest first."""
-    pattern = re.compile(re.escape(base) + r"(?:\.g([1-9][0-9]{0,8}))?")
+    # Any number of digits: the next generation of any that exists must count as one, or a
+    # topic made by hand with a large number would hold requests where they are for good.
+    pattern = re.compile(re.escape(base) + r"(?:\.g([1-9][0-9]*))?")
     found = []
     for name in topics:
         match = pattern.fullmatch(name)

@@ -74,6 +74,8 @@ def test_generation_names_and_which_one_is_current() -> None:
     names = ["req.g2", "req", "req.g10", "req.g0", "req.g01", "req.gx", "other.g1", "req2"]
     assert generations_of(BASE, names) == [0, 2, 10]
     assert generations_of("a.b", ["aXb", "a.b.g1"]) == [1]
+    # Whatever number a generation made by hand has, the one after it counts too.
+    assert generations_of(BASE, ["req.g999999999", "req.g1000000000"]) == [999999999, 10**9]
     assert current_generation([0]) == 0
     assert current_generation([0, 1]) == 0
     assert current_generation([3, 4, 5]) == 4
