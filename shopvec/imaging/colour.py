@@ -164,9 +164,10 @@ def colour_names(
     max_side: int = 64,
 ) -> list[ColourName]:
     """The dominant palette colours of the product in a uint8 (3, H, W) photo, largest first."""
-    return _names_many([image], max_colours, min_share, background_distance, min_region, max_side)[
-        0
-    ]
+    (names,) = _names_many(
+        [image], max_colours, min_share, background_distance, min_region, max_side
+    )
+    return names
 
 
 def _names_many(
@@ -204,11 +205,11 @@ def _names_many(
         weights[kept],
         minlength=len(masks) * len(PALETTE),
     ).reshape(len(masks), len(PALETTE))
-    counted = np.bincount(owner[kept], minlength=len(masks))
     for row, i in enumerate(usable):
-        if not counted[row]:
+        total = shares[row].sum()  # weights are positive: 0 only with no named pixel
+        if not total:
             continue
-        share = shares[row] / shares[row].sum()
+        share = shares[row] / total
         order = np.argsort(-share, kind="stable")
         named[i] = [PALETTE[j] for j in order[:max_colours] if share[j] >= min_share]
     return named

@@ -49,6 +49,7 @@ __all__ = [
     "current_generation",
     "generation_topic",
     "generations_of",
+    "listing",
     "request_generations",
 ]
 
