@@ -1,7 +1,9 @@
 """From a product's `ProductImage` (a URL or inline base64) to a decoded RGB tensor.
 
 `ImageLoader` owns the thread pool that fetches a batch of images at once, and applies the same
-byte and pixel limits to inline images as to fetched ones.
+byte and pixel limits to inline images as to fetched ones. Inline images wait on nothing, so
+they are decoded on the calling thread: handing each to a pool thread cost more CPU than
+decoding a catalogue photo, on cores the encoder needs.
 """
 
 from __future__ import annotations
@@ -58,8 +60,15 @@ class ImageLoader:
 
         Any other exception is a bug, not bad input, and is raised.
         """
-        futures = [self._pool.submit(self._load_or_error, image) for image in images]
-        return [future.result() for future in futures]
+        fetched = {
+            i: self._pool.submit(self._load_or_error, image)
+            for i, image in enumerate(images)
+            if image.url is not None
+        }
+        return [
+            fetched[i].result() if i in fetched else self._load_or_error(image)
+            for i, image in enumerate(images)
+        ]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -83,6 +83,28 @@ def test_urls_are_fetched_concurrently() -> None:
     assert all(isinstance(r, torch.Tensor) for r in results)
 
 
+def test_inline_images_are_decoded_on_the_calling_thread_and_fetches_on_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shopvec.imaging.loader as loader_module
+
+    decoded_on: list[str] = []
+    real = loader_module.decode_image
+
+    def recording(data: bytes, max_pixels: int) -> torch.Tensor:
+        decoded_on.append(threading.current_thread().name)
+        return real(data, max_pixels)
+
+    monkeypatch.setattr(loader_module, "decode_image", recording)
+    url = "https://cdn.example.com/a.png"
+    with ImageLoader(SETTINGS, fetcher=StubFetcher({url: png(2, 2)})) as loader:
+        loader.load_many([inline(png(3, 3)), inline(png(4, 4))])
+        assert decoded_on == [threading.current_thread().name] * 2
+        decoded_on.clear()
+        loader.load_many([ProductImage(url=url)])
+    assert decoded_on[0].startswith("shopvec-image")
+
+
 def test_inline_images_meet_the_same_limits() -> None:
     loader = ImageLoader(SETTINGS, fetcher=StubFetcher({}))
     try:
