@@ -182,6 +182,13 @@ class ImageFetchSettings(BaseModel):
     max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     timeout_s: float = Field(default=5.0, gt=0)
     max_pixels: int = Field(default=40_000_000, ge=1)
+    max_side: int = Field(
+        default=512,
+        ge=64,
+        description="decoded photos are shrunk to at most this many pixels a side: the "
+        "encoders (224 to 336), colour words (64) and thumbnails (96) all work below it, and "
+        "a product's 16 photos at max_pixels would otherwise hold 2 GB",
+    )
     max_redirects: int = Field(default=3, ge=0)
 
 

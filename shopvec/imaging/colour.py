@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shopvec.imaging.resize import fitted_size
+
 __all__ = ["PALETTE", "ColourName", "colour_names", "colour_words", "colour_words_many"]
 
 
@@ -150,6 +152,9 @@ def _nearest_names(pixels: np.ndarray) -> np.ndarray:
     return _REF_NAME[np.argmin(scores, axis=1)]
 
 
+_CHUNK_PIXELS = 1 << 20
+"""Pixels of the photos shrunk in one call: 12 MB as float."""
+
 _CENTRE_WEIGHTS: dict[tuple[int, int], np.ndarray] = {}
 
 
@@ -170,10 +175,8 @@ def _shares(
     """photos: (n, 3, H, W) uint8 of one size. Per photo and palette name, the centre-weighted
     amount of the product's pixels that take the name (n, len(PALETTE)); skin takes none."""
     x = photos.float() / 255.0
-    h, w = x.shape[2], x.shape[3]
-    if max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        h, w = max(1, round(h * scale)), max(1, round(w * scale))
+    h, w = fitted_size(x.shape[2], x.shape[3], max_side)
+    if (h, w) != x.shape[2:]:
         x = F.interpolate(x, size=(h, w), mode="area")
     lab, names = _lookup(x.permute(0, 2, 3, 1).numpy())
     masks = _product_masks(lab, background_distance, min_region)
@@ -216,9 +219,21 @@ def _names_many(
     for i, image in enumerate(images):
         if image.ndim == 3 and image.shape[0] >= 3 and image.shape[1] > 0 and image.shape[2] > 0:
             by_size.setdefault((image.shape[1], image.shape[2]), []).append(i)
-    for members in by_size.values():
-        photos = torch.stack([images[i][:3] for i in members])
-        shares = _shares(photos, max_side, background_distance, min_region)
+    for (h, w), members in by_size.items():
+        # Photos of a size go together, in chunks whose float copies stay small however
+        # large the photos are.
+        step = max(1, _CHUNK_PIXELS // (h * w))
+        shares = np.concatenate(
+            [
+                _shares(
+                    torch.stack([images[i][:3] for i in chunk]),
+                    max_side,
+                    background_distance,
+                    min_region,
+                )
+                for chunk in (members[at : at + step] for at in range(0, len(members), step))
+            ]
+        )
         for i, amounts in zip(members, shares, strict=True):
             total = amounts.sum()  # weights are positive: 0 only with no named pixel
             if not total:

@@ -1,7 +1,9 @@
 """From a product's `ProductImage` (a URL or inline base64) to a decoded RGB tensor.
 
 `ImageLoader` owns the thread pool that fetches a batch of images at once, and applies the same
-byte and pixel limits to inline images as to fetched ones. Inline images wait on nothing, so
+byte and pixel limits to inline images as to fetched ones. A decoded photo is shrunk at once to
+`max_side` pixels a side: a few kilobytes of WebP can hold 40 million pixels (120 MB decoded),
+and a batch holds its photos until they are encoded. Inline images wait on nothing, so
 they are decoded on the calling thread: handing each to a pool thread cost more CPU than
 decoding a catalogue photo, on cores the encoder needs.
 """
@@ -19,6 +21,7 @@ from shopvec.imaging.decode import decode_base64, decode_image
 from shopvec.imaging.errors import ImageError
 from shopvec.imaging.fetch import SafeFetcher
 from shopvec.imaging.policy import display_url
+from shopvec.imaging.resize import shrink
 from shopvec.settings import ImageFetchSettings
 
 __all__ = ["ImageLoader"]
@@ -42,7 +45,8 @@ class ImageLoader:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="shopvec-image")
 
     def load(self, image: ProductImage) -> torch.Tensor:
-        """uint8 RGB (3, H, W); raises an ImageError subclass that says which image failed."""
+        """uint8 RGB (3, H, W), at most max_side a side; raises an ImageError subclass that says
+        which image failed."""
         if image.url is not None:
             data = self._fetcher.fetch(image.url)
             source = display_url(image.url)
@@ -51,7 +55,7 @@ class ImageLoader:
             source = "inline image"
             data = decode_base64(image.data_base64, self._settings.max_bytes)
         try:
-            return decode_image(data, self._settings.max_pixels)
+            return shrink(decode_image(data, self._settings.max_pixels), self._settings.max_side)
         except ImageError as exc:
             raise type(exc)(f"{source}: {exc.message}") from None
 

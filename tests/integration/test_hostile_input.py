@@ -3,7 +3,10 @@ real broker and Milvus Lite, with the real encoder."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import resource
 import time
 import uuid
 from datetime import UTC, datetime
@@ -11,8 +14,10 @@ from datetime import UTC, datetime
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
+from PIL import Image
 
 from schemas.dead_letter import DeadLetter
+from schemas.product import ProductImage, ProductUpsert
 from schemas.wire import HEADER_CORRELATION_ID, HEADER_REPLY_TOPIC
 from shopvec.client import SearchClient
 from shopvec.indexing.reindex import topic_size
@@ -91,6 +96,35 @@ def test_oversize_and_hostile_events_never_stop_the_indexer(settings, encoder, w
     long = by_key[DeadLetter.encode(b"long") or ""]
     assert long.error_kind == "schema_violation" and long.value_truncated
     assert long.value_size == len(long_description)
+
+
+def _pixel_limit_photo(settings) -> ProductImage:
+    """A photo of exactly the pixel limit that takes a few kilobytes: lossless WebP of one
+    colour."""
+    width = 8000
+    out = io.BytesIO()
+    Image.new("RGB", (width, settings.images.max_pixels // width), (200, 30, 40)).save(
+        out, "WEBP", lossless=True
+    )
+    return ProductImage(data_base64=base64.b64encode(out.getvalue()).decode())
+
+
+def test_a_product_of_photos_at_the_pixel_limit_is_indexed_in_bounded_memory(
+    settings, encoder, wait_for
+) -> None:
+    # 16 photos of 40 million pixels each in an event of under 100 KB: 1.9 GB decoded, and
+    # four times that as float, held at once unless each photo is shrunk as it is decoded.
+    photos = [_pixel_limit_photo(settings)] * 16
+    product = ProductUpsert(id="huge-photos", version=1, updated_at=T0, title="red", images=photos)
+    assert len(product.model_dump_json()) < 100_000
+    indexer, metrics = build_indexer_service(settings, encoder)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with running(indexer.run, indexer.ready):
+        EventPublisher(settings).send_all([product], progress=False)
+        wait_for(lambda: metrics.written._value.get() >= 1, 120, "the product of huge photos")
+        assert indexer.ready.is_set()
+    grown_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - peak_before
+    assert grown_mb < 1024, f"peak RSS grew by {grown_mb:.0f} MB"
 
 
 def test_a_dead_letter_the_broker_will_not_take_is_sent_without_the_original(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+import shopvec.imaging.colour as colour_module
 from shopvec.imaging.colour import (
     _REF_LAB,
     _REF_NAME,
@@ -74,6 +76,19 @@ def test_many_products_at_once_get_the_words_each_gets_alone() -> None:
     products = [[red], [blue, green], [], [noisy, red], [empty], [green, empty, blue]]
     assert colour_words_many(products) == [colour_words(p) for p in products]
     assert colour_words_many([[red], [blue, green]])[1] == "blue 蓝色 green 绿色"
+
+
+def test_photos_of_a_size_named_in_small_chunks_get_the_same_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = torch.Generator().manual_seed(3)
+    photos = [
+        [torch.randint(0, 256, (3, 40, 30), dtype=torch.uint8, generator=rng)] for _ in range(9)
+    ]
+    photos += [[_paint(_photo((255, 255, 255)), (210, 25, 35), (20, 15, 60, 45))]]
+    whole = colour_words_many(photos)
+    monkeypatch.setattr(colour_module, "_CHUNK_PIXELS", 2 * 40 * 30)
+    assert colour_words_many(photos) == whole
 
 
 def test_palette_names_are_unique_in_both_languages() -> None:

@@ -105,6 +105,13 @@ def test_inline_images_are_decoded_on_the_calling_thread_and_fetches_on_the_pool
     assert decoded_on[0].startswith("shopvec-image")
 
 
+def test_decoded_photos_are_shrunk_to_the_largest_side() -> None:
+    settings = SETTINGS.model_copy(update={"max_side": 64})
+    with ImageLoader(settings, fetcher=StubFetcher({})) as loader:
+        assert loader.load(inline(png(100, 50))).shape == (3, 32, 64)
+        assert loader.load(inline(png(40, 30))).shape == (3, 30, 40)
+
+
 def test_inline_images_meet_the_same_limits() -> None:
     loader = ImageLoader(SETTINGS, fetcher=StubFetcher({}))
     try:
