@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
+import time
 
 import pytest
 import torch
@@ -110,6 +111,36 @@ def test_decoded_photos_are_shrunk_to_the_largest_side() -> None:
     with ImageLoader(settings, fetcher=StubFetcher({})) as loader:
         assert loader.load(inline(png(100, 50))).shape == (3, 32, 64)
         assert loader.load(inline(png(40, 30))).shape == (3, 30, 40)
+
+
+def test_fetches_run_together_but_at_most_two_photos_are_decoded_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shopvec.imaging.loader as loader_module
+
+    lock = threading.Lock()
+    decoding, most = [0], [0]
+    real = loader_module.decode_image
+
+    def counting(data: bytes, max_pixels: int) -> torch.Tensor:
+        with lock:
+            decoding[0] += 1
+            most[0] = max(most[0], decoding[0])
+        try:
+            time.sleep(0.05)
+            return real(data, max_pixels)
+        finally:
+            with lock:
+                decoding[0] -= 1
+
+    monkeypatch.setattr(loader_module, "decode_image", counting)
+    urls = [f"https://cdn.example.com/{i}.png" for i in range(6)]
+    # All six fetches must be in flight at once for any to return.
+    fetcher = StubFetcher(dict.fromkeys(urls, png(2, 2)), meet=6)
+    with ImageLoader(SETTINGS, fetcher=fetcher, max_workers=6) as loader:
+        results = loader.load_many([ProductImage(url=u) for u in urls])
+    assert all(isinstance(r, torch.Tensor) for r in results)
+    assert most[0] == loader_module.DECODES_AT_ONCE == 2
 
 
 def test_inline_images_meet_the_same_limits() -> None:
