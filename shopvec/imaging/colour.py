@@ -113,7 +113,7 @@ def _table() -> tuple[np.ndarray, np.ndarray]:
 
 def _lookup(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """rgb: (..., 3) in 0..1: the CIELAB value and palette index of each pixel (_table)."""
-    q = np.rint(rgb * (_LEVELS - 1)).astype(np.intp)
+    q = np.clip(np.rint(rgb * (_LEVELS - 1)), 0, _LEVELS - 1).astype(np.intp)
     index = (q[..., 0] * _LEVELS + q[..., 1]) * _LEVELS + q[..., 2]
     lab, names = _table()
     return lab[index], names[index]

@@ -118,3 +118,8 @@ def test_the_table_gives_the_exact_conversion_on_its_levels_and_a_close_one_betw
     rgb = np.random.default_rng(2).uniform(0, 1, (20_000, 3))
     moved = np.linalg.norm(_lookup(rgb)[0] - _srgb_to_lab(rgb), axis=1)
     assert moved.max() < 4.0 and np.median(moved) < 1.0
+
+
+def test_values_outside_the_channel_range_are_taken_as_its_ends() -> None:
+    lab, names = _lookup(np.array([[-0.5, 0.0, 2.0], [0.0, 0.0, 1.0]]))
+    assert np.array_equal(lab[0], lab[1]) and names[0] == names[1]
