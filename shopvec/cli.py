@@ -103,25 +103,18 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def requests_topic_line(settings: Settings) -> str:
     """Which generation of the search requests topic searches go to (shopvec.kafka.generations)."""
-    from shopvec.kafka.generations import (
-        current_generation,
-        generation_topic,
-        generations_of,
-        request_generations,
-    )
+    from shopvec.kafka.generations import current_generation, request_generations
 
-    base = settings.topics.search_requests
     try:
-        generations = generations_of(base, request_generations(settings))
+        names = request_generations(settings)
     except Exception as exc:  # the broker is starting, or gone
         return f"could not list the search requests topics: {exc}"
-    if not generations:
-        return f"search requests: {base} does not exist yet"
-    current = generation_topic(base, current_generation(generations))
-    standby = generation_topic(base, generations[-1])
-    if len(generations) == 1:
+    if not names:
+        return f"search requests: {settings.topics.search_requests} does not exist yet"
+    current = current_generation(names)
+    if len(names) == 1:
         return f"search requests go to {current}"
-    return f"search requests go to {current} (standby {standby}; {len(generations)} generations)"
+    return f"search requests go to {current} (standby {names[-1]}; {len(names)} generations)"
 
 
 CROWDED_RECORDS = 10_000

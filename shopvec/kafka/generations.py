@@ -35,6 +35,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -78,8 +79,12 @@ def generations_of(base: str, topics: Iterable[str]) -> list[int]:
     return sorted(found)
 
 
-def current_generation(generations: Sequence[int]) -> int:
-    """Where requests go: the one before the standby, or the only one."""
+_G = TypeVar("_G", int, str)
+
+
+def current_generation(generations: Sequence[_G]) -> _G:
+    """Where requests go: the one before the standby, or the only one (of generations oldest
+    first, as numbers or as topic names)."""
     return generations[-2] if len(generations) >= 2 else generations[-1]
 
 
