@@ -171,6 +171,7 @@ def _stream(
     batch_wait_s: float,
     max_in_flight: int = 1,
     consumer_overrides: dict[str, Any] | None = None,
+    weigh: Callable[[Any], int] | None = None,
 ) -> StreamRuntime[Any]:
     """A worker's runtime around the handler that `handler` builds from the consumer and the
     retrier they share; `topic` is the topic, or builds the subscription from the consumer."""
@@ -211,6 +212,7 @@ def _stream(
         batch_wait_s=batch_wait_s,
         max_in_flight=max_in_flight,
         drain_timeout_s=settings.kafka.drain_timeout_s,
+        weigh=weigh,
     )
 
 
@@ -248,7 +250,7 @@ def build_indexer_service(
 
     from shopvec.imaging import ImageLoader
     from shopvec.indexing import IndexerService, ProductIndexer
-    from shopvec.indexing.service import max_in_flight
+    from shopvec.indexing.service import batch_weight, max_in_flight
     from shopvec.kafka import producer_config
     from shopvec.kafka.config import batch_fetch_wait_ms
     from shopvec.metrics import IndexerMetrics
@@ -284,6 +286,7 @@ def build_indexer_service(
         batch_size=s.batch_size,
         batch_wait_s=s.batch_wait_ms / 1000,
         max_in_flight=max_in_flight(encode_threads),
+        weigh=batch_weight,
     )
     return runtime, metrics
 

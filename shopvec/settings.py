@@ -194,7 +194,12 @@ class ImageFetchSettings(BaseModel):
 
 class IndexerSettings(BaseModel):
     group_id: str = "shopvec-indexer"
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int = Field(
+        default=32,
+        ge=1,
+        description="photos a batch holds at most (a product without photos counts one; a "
+        "product of more photos is a batch of its own)",
+    )
     batch_wait_ms: int = Field(default=200, ge=0)
     flush_rows: int = Field(
         default=5000, ge=1, description="seal written rows into the index after this many"

@@ -9,6 +9,11 @@ decoded items. The runtime owns everything around it, so a fix to message handli
   past work that is not done. A handler may finish a batch later, on another thread (the
   indexer's pipeline); with max_in_flight batches unfinished the runtime takes no more until
   one finishes (and pauses the partitions if none does for a while).
+- Bounded work a batch: where the worker weighs its items (`weigh`; the indexer: a product's
+  photos), one poll's messages are handed over as several batches of at most batch_size
+  weight each, and a batch waits for its turn until fewer than max_in_flight are unfinished.
+  What a worker holds at once is then bounded by its batches' weight, whatever the messages
+  carry (sixteen photos each, in the indexer's case).
 - No message stops the worker: an oversize message is refused at the door, one that fails to
   decode is dead-lettered with its reason, and a batch that fails for any reason other than a
   transient fault is handed over again one message at a time, so only the messages that fail
@@ -24,6 +29,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -73,9 +79,12 @@ class StreamRuntime(Generic[T]):
         system_fault_after: int = 5,
         fault_backoff_s: float = 1.0,
         pause_after_s: float = 10.0,
+        weigh: Callable[[T], int] | None = None,
     ) -> None:
         """retry: the Retrier the handler uses too; it carries the health the probes read.
         size_setting: the setting that raises max_message_bytes, named in the reason.
+        weigh: an item's share of a batch (None: each counts one); a batch weighs at most
+        batch_size, or a single item when that alone weighs more.
         pause_after_s: how long the runtime waits, at max_in_flight unfinished batches and
         without polling, for one to finish before it pauses the partitions (see
         _backpressure)."""
@@ -97,7 +106,10 @@ class StreamRuntime(Generic[T]):
         self._system_fault_after = system_fault_after
         self._fault_backoff_s = fault_backoff_s
         self._pause_after_s = pause_after_s
+        self._weigh = weigh
         self._ledger: deque[Batch[T]] = deque()
+        self._waiting: deque[Batch[T]] = deque()
+        """Batches in the ledger not yet handed to the handler, waiting for their turn."""
         self._wake = threading.Event()
         self._paused = False
         self._failures_in_a_row = 0
@@ -141,9 +153,11 @@ class StreamRuntime(Generic[T]):
                 log.info("%s consumer closed", self.worker)
 
     def turn(self) -> None:
-        """Housekeeping: the handler's, then whatever finished batches can be completed."""
+        """Housekeeping: the handler's, then whatever finished batches can be completed, then
+        the waiting batches that now have room."""
         self._handler.tick()
         self._settle()
+        self._start_waiting()
 
     def _follow(self) -> None:
         """Subscribes to the topics to read, again whenever they change: the partitions of
@@ -190,8 +204,37 @@ class StreamRuntime(Generic[T]):
         return batch
 
     def _submit(self, batch: Batch[T]) -> None:
-        self._ledger.append(batch)
-        self._start(batch)
+        """The poll's first batch is handed over at once (the loop polled because there was
+        room); the rest of its batches wait for theirs."""
+        first, *rest = self._parts(batch)
+        self._ledger.append(first)
+        self._ledger.extend(rest)
+        self._waiting.extend(rest)
+        self._start(first)
+        self._start_waiting()
+
+    def _parts(self, batch: Batch[T]) -> list[Batch[T]]:
+        """The poll's batch as consecutive batches of at most batch_size weight each."""
+        if self._weigh is None or len(batch.items) < 2:
+            return [batch]
+        groups: list[list[tuple[Message, T]]] = [[]]
+        weight = 0
+        for msg, item in batch.items:
+            w = max(1, self._weigh(item))
+            if groups[-1] and weight + w > self._batch_size:
+                groups.append([])
+                weight = 0
+            groups[-1].append((msg, item))
+            weight += w
+        return [batch] if len(groups) == 1 else self._regroup(batch, groups)
+
+    def _start_waiting(self) -> None:
+        """Hands waiting batches over, in order, while fewer than max_in_flight are started and
+        unfinished."""
+        started = len(self._ledger) - len(self._waiting)
+        while self._waiting and started < self._max_in_flight:
+            self._start(self._waiting.popleft())
+            started += 1
 
     def _resubmit(self, batches: list[Batch[T]]) -> None:
         """In place of the failed batch at the head of the ledger, in order."""
@@ -272,12 +315,17 @@ class StreamRuntime(Generic[T]):
         return "complete"
 
     def _split(self, batch: Batch[T]) -> list[Batch[T]]:
-        singles = [Batch([msg], [(msg, item)], _wake=self._wake) for msg, item in batch.items]
-        # The batch's own rejects go with the first; the last stores every offset of the batch
-        # again, in consumption order, so each partition's stored offset ends at its highest.
-        singles[0].rejects = list(batch.rejects)
-        singles[-1].messages = list(batch.messages)
-        return singles
+        return self._regroup(batch, [[pair] for pair in batch.items])
+
+    def _regroup(self, batch: Batch[T], groups: list[list[tuple[Message, T]]]) -> list[Batch[T]]:
+        """batch's items as consecutive batches, one a group. Each stores its own items'
+        offsets; the batch's rejects go with the first (dead-lettered before any offset past
+        them is stored), and the last stores every offset of the batch again, in consumption
+        order, so each partition's stored offset ends at its highest."""
+        parts = [Batch([msg for msg, _ in g], list(g), _wake=self._wake) for g in groups]
+        parts[0].rejects = list(batch.rejects)
+        parts[-1].messages = list(batch.messages)
+        return parts
 
     def _retry_of(self, batch: Batch[T]) -> Batch[T]:
         return Batch(batch.messages, list(batch.items), list(batch.rejects), _wake=self._wake)
@@ -338,7 +386,11 @@ class StreamRuntime(Generic[T]):
                 self.health.beat()
                 self._wake.wait(min(0.5, left))
                 self._wake.clear()
+                unfinished = len(self._ledger)
                 self.turn()
+                if len(self._ledger) < unfinished:
+                    # A batch finished: a poll's later batches are still waiting their turn.
+                    deadline = time.monotonic() + self._pause_after_s
         if self._paused:
             # Wait for the handler rather than spin; the poll that follows keeps the group.
             self._wake.wait(0.5)

@@ -127,6 +127,32 @@ def test_a_product_of_photos_at_the_pixel_limit_is_indexed_in_bounded_memory(
     assert grown_mb < 1024, f"peak RSS grew by {grown_mb:.0f} MB"
 
 
+def test_a_backlog_of_products_of_sixteen_photos_is_indexed_in_bounded_memory(
+    settings, encoder, wait_for
+) -> None:
+    # A catalogue whose products carry the most photos an event may (16), each larger than
+    # the side photos are shrunk to. Counted as one product each, a batch of 32 held 512
+    # decoded photos and the indexer grew by 4.5 GB over three batches; weighed by their
+    # photos, batches hold 32 photos whatever the products carry.
+    photos = []
+    for k in range(16):
+        out = io.BytesIO()
+        Image.new("RGB", (768, 768), (15 * k, 30, 40)).save(out, "WEBP", lossless=True)
+        photos.append(ProductImage(data_base64=base64.b64encode(out.getvalue()).decode()))
+    products = [
+        ProductUpsert(id=f"many-{i}", version=1, updated_at=T0, title="red shirt", images=photos)
+        for i in range(96)
+    ]
+    indexer, metrics = build_indexer_service(settings, encoder)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with running(indexer.run, indexer.ready):
+        EventPublisher(settings).send_all(products, progress=False)
+        wait_for(lambda: metrics.written._value.get() >= 96, 300, "the products of 16 photos")
+        assert indexer.ready.is_set()
+    grown_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - peak_before
+    assert grown_mb < 1536, f"peak RSS grew by {grown_mb:.0f} MB"
+
+
 def test_a_dead_letter_the_broker_will_not_take_is_sent_without_the_original(
     settings, encoder
 ) -> None:

@@ -70,6 +70,7 @@ def _runtime(
     fault_after: int = 5,
     max_in_flight: int = 1,
     pause_after_s: float = 10.0,
+    weigh: Callable[[Any], int] | None = None,
 ) -> tuple[StreamRuntime[Any], FakeConsumer, FakeProducer, StreamMetrics]:
     consumer, producer = FakeConsumer(), producer or FakeProducer()
     metrics = StreamMetrics("test", CollectorRegistry())
@@ -96,6 +97,7 @@ def _runtime(
         fault_backoff_s=0.01,
         max_in_flight=max_in_flight,
         pause_after_s=pause_after_s,
+        weigh=weigh,
     )
     return runtime, consumer, producer, metrics
 
@@ -274,6 +276,72 @@ def test_a_worker_asked_to_stop_stops_waiting_for_a_full_pipeline() -> None:
     started = time.monotonic()
     runtime._backpressure()
     assert time.monotonic() - started < 2 and consumer.pauses == 0
+
+
+# -- weighed batches ---------------------------------------------------------------------------
+
+
+def _weighed(max_in_flight: int) -> tuple[StreamRuntime[Any], FakeConsumer, FakeProducer, Holder]:
+    """batch_size 16; an item "wN" weighs N."""
+    handler = Holder()
+    runtime, consumer, producer, _ = _runtime(
+        handler,
+        max_in_flight=max_in_flight,
+        weigh=lambda v: int(v[1:]) if v.startswith("w") else 1,
+    )
+    return runtime, consumer, producer, handler
+
+
+def test_a_poll_of_heavy_items_is_handed_over_as_batches_of_bounded_weight() -> None:
+    runtime, consumer, producer, handler = _weighed(max_in_flight=1)
+    runtime.process(_msgs("w8", "w8", "{bad", "w8", "a", "w30", "b"))
+    # 8 + 8, then 8 + 1, then 30 alone (heavier than a batch, never split), then 1; only one
+    # handed over at a time, the next when it finishes.
+    assert [[v for _, v in b.items] for b in handler.held] == [["w8", "w8"]]
+    seen = []
+    while handler.held:
+        seen.append([v for _, v in handler.held[0].items])
+        handler.release()
+        runtime.turn()
+        assert len(handler.held) <= 1
+        if len(seen) == 1:  # dead-lettered with the first batch, before any offset past it
+            assert len(producer.on(DEAD)) == 1 and consumer.stored == [0, 1]
+    assert seen == [["w8", "w8"], ["w8", "a"], ["w30"], ["b"]]
+    # The bad message was dead-lettered with the first batch; each batch stored its own
+    # offsets, in order, and the last every offset of the poll again.
+    (dead,) = _dead_letters(producer)
+    assert dead.error_kind == "unprocessable"
+    assert consumer.stored == [0, 1, 3, 4, 5, 0, 1, 2, 3, 4, 5, 6]
+    assert handler.applied == ["w8", "w8", "w8", "a", "w30", "b"]
+
+
+def test_the_runtime_takes_no_more_while_a_poll_s_batches_wait() -> None:
+    runtime, consumer, _, handler = _weighed(max_in_flight=2)
+    runtime.process(_msgs("w16", "w16", "w16"))
+    # Two handed over, the third waiting in the ledger: the loop polls no more (the ledger is
+    # at max_in_flight) until one finishes and the waiting one has been handed over.
+    assert len(handler.held) == 2 and len(runtime._ledger) == 3
+    handler.release()
+    runtime.turn()
+    assert len(handler.held) == 2 and len(runtime._ledger) == 2
+    assert consumer.stored == [0]
+
+
+def test_a_poll_s_batches_finishing_one_after_another_do_not_pause_the_partitions() -> None:
+    runtime, consumer, _, handler = _weighed(max_in_flight=1)
+    runtime._pause_after_s = 0.3
+    runtime.process(_msgs("w16", "w16", "w16"))
+    timers = [threading.Timer(0.2 * (i + 1), handler.release) for i in range(3)]
+    for t in timers:
+        t.start()
+    runtime._backpressure()  # 0.6 s in all, never 0.3 s without a batch finishing
+    assert consumer.pauses == 0 and handler.applied == ["w16"] * 3
+
+
+def test_light_items_stay_one_batch() -> None:
+    runtime, _, _, handler = _weighed(max_in_flight=1)
+    runtime.process(_msgs(*"abcdefghij"))
+    assert [len(b.items) for b in handler.held] == [10]
 
 
 # -- the query worker --------------------------------------------------------------------------
