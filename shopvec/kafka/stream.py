@@ -386,11 +386,7 @@ class StreamRuntime(Generic[T]):
                 self.health.beat()
                 self._wake.wait(min(0.5, left))
                 self._wake.clear()
-                unfinished = len(self._ledger)
                 self.turn()
-                if len(self._ledger) < unfinished:
-                    # A batch finished: a poll's later batches are still waiting their turn.
-                    deadline = time.monotonic() + self._pause_after_s
         if self._paused:
             # Wait for the handler rather than spin; the poll that follows keeps the group.
             self._wake.wait(0.5)
