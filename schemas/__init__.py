@@ -14,6 +14,7 @@ from schemas.product import (
     parse_product_event,
 )
 from schemas.search import (
+    MAX_FILTER_ATTRIBUTES,
     MAX_TOP_K,
     Ranker,
     Scenario,
@@ -45,6 +46,7 @@ __all__ = [
     "HEADER_CORRELATION_ID",
     "HEADER_REPLY_TOPIC",
     "HEADER_SCHEMA_VERSION",
+    "MAX_FILTER_ATTRIBUTES",
     "MAX_TOP_K",
     "SCHEMA_VERSION",
     "Contract",

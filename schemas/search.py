@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -10,6 +10,7 @@ from schemas._base import Contract
 from schemas.product import MAX_INLINE_IMAGE_BYTES, ProductId
 
 __all__ = [
+    "MAX_FILTER_ATTRIBUTES",
     "MAX_TOP_K",
     "Ranker",
     "Retrieval",
@@ -22,6 +23,18 @@ __all__ = [
 ]
 
 MAX_TOP_K = 200
+
+MAX_FILTER_ATTRIBUTES = 16
+"""Attribute equalities in one search's filters. Each is a clause Milvus evaluates on every
+candidate row: 20,000 of them kept a query worker busy for 10 s on a search of 20 products."""
+
+_FilterName = Annotated[str, Field(min_length=1, max_length=128)]
+_FilterValue = (
+    Annotated[str, Field(max_length=1024)]
+    | int
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | bool
+)
 
 Scenario = Literal[
     "auto", "image2image", "text2image", "text2product", "cross", "recommend", "more_like_this"
@@ -39,12 +52,21 @@ merged by Milvus's ranker (searches with words and ranker fused only)."""
 
 
 class SearchFilters(Contract):
-    category: str | None = Field(default=None, description="matches any level of the path")
-    brand: str | None = None
-    price_min: float | None = Field(default=None, ge=0)
-    price_max: float | None = Field(default=None, ge=0)
+    """Every field narrows the results; strings match exactly (a longer one than a product's
+    field may hold could match nothing and is refused)."""
+
+    category: str | None = Field(
+        default=None, max_length=128, description="matches any level of the path"
+    )
+    brand: str | None = Field(default=None, max_length=128)
+    price_min: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    price_max: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     in_stock: bool | None = None
-    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    attributes: dict[_FilterName, _FilterValue] = Field(
+        default_factory=dict,
+        max_length=MAX_FILTER_ATTRIBUTES,
+        description="attribute name to the value it must equal",
+    )
 
 
 class SearchRequest(Contract):

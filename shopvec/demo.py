@@ -14,6 +14,7 @@ from shopvec.publish import EventPublisher
 from shopvec.runtime import milvus_client
 from shopvec.settings import Settings
 from shopvec.stack import EmbeddedStack
+from shopvec.store.milvus import milvus_literal
 
 __all__ = ["DEMO_QUERIES", "run_demo"]
 
@@ -33,7 +34,7 @@ def _indexed(client: MilvusClient, alias: str, ids: list[str]) -> int:
         chunk = ids[start : start + 500]
         rows = client.query(
             alias,
-            filter=f"id in {chunk!r} and deleted == false".replace("'", '"'),
+            filter=f"id in {milvus_literal(chunk)} and deleted == false",
             output_fields=["count(*)"],
             timeout=10,
         )

@@ -9,7 +9,6 @@ collection: the counts rows carry a two-dimensional zero vector.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -18,7 +17,7 @@ from pymilvus import DataType, MilvusClient
 
 from shopvec.behaviour.stats import RowKind, StatsRow
 from shopvec.store.loading import LOAD_TIMEOUT_S, CollectionLoader, reloading
-from shopvec.store.milvus import get_chunked
+from shopvec.store.milvus import get_chunked, milvus_literal
 
 __all__ = ["MilvusStatsStore", "MilvusUserStore", "counts_collection"]
 
@@ -51,10 +50,6 @@ _STATS_FIELDS = [
 
 def counts_collection(users_collection: str) -> str:
     return f"{users_collection}_counts"
-
-
-def _literal(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _create(client: MilvusClient, name: str, schema: Any, vector: str, timeout: float) -> None:
@@ -142,7 +137,7 @@ class MilvusUserStore:
         if shards is not None:
             if not shards:
                 return []
-            expr += f" and shard in {_literal(sorted(shards))}"
+            expr += f" and shard in {milvus_literal(sorted(shards))}"
         rows = self._client.query(
             self.name, filter=expr, output_fields=_USER_FIELDS, limit=limit, timeout=self._timeout
         )
@@ -203,7 +198,7 @@ class MilvusStatsStore:
             chunk = wanted[start : start + _CHUNK]
             rows = self._client.query(
                 self.name,
-                filter=f"kind == {_literal(kind)} and name in {_literal(chunk)}",
+                filter=f"kind == {milvus_literal(kind)} and name in {milvus_literal(chunk)}",
                 output_fields=_STATS_FIELDS,
                 timeout=self._timeout,
             )

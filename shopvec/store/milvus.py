@@ -7,8 +7,8 @@ that it is not loaded (see shopvec.store.loading).
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +46,7 @@ __all__ = [
     "MilvusProductStore",
     "filter_expression",
     "get_chunked",
+    "milvus_literal",
     "spec_from_collection",
 ]
 
@@ -61,32 +62,52 @@ and Latin-script text at spaces and punctuation; tokens are lowercased. Milvus L
 the standard and jieba tokenizers only (no stemming), Milvus 2.5+ these and more."""
 
 
-def _literal(value: Any) -> str:
-    # JSON literals are valid Milvus expression literals, with quotes and backslashes escaped.
-    return json.dumps(value, ensure_ascii=False)
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def milvus_literal(value: Any) -> str:
+    """A value as a literal of Milvus's filter expressions: a string in double quotes with the
+    escapes every Milvus parser reads (backslash, quote, newline, carriage return, tab) and
+    every other character as it is, true or false, a finite number, or a list of these.
+
+    Not JSON: json.dumps writes other control characters as \\u escapes, which Milvus Lite's
+    parser refuses, and infinities and NaN as bare words, which it takes for field names."""
+    if isinstance(value, str):
+        return '"' + value.translate(_ESCAPES) + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} has no literal in a Milvus expression")
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(milvus_literal(v) for v in value) + "]"
+    raise TypeError(f"no Milvus literal for a {type(value).__name__}")
 
 
 def filter_expression(flt: SearchFilter | None) -> str:
     flt = flt or SearchFilter()
     parts = ["deleted == false"]
     if flt.category is not None:
-        parts.append(f"ARRAY_CONTAINS(category, {_literal(flt.category)})")
+        parts.append(f"ARRAY_CONTAINS(category, {milvus_literal(flt.category)})")
     if flt.brand is not None:
-        parts.append(f"brand == {_literal(flt.brand)}")
+        parts.append(f"brand == {milvus_literal(flt.brand)}")
     if flt.price_min is not None:
-        parts.append(f"price >= {float(flt.price_min)!r}")
+        parts.append(f"price >= {milvus_literal(float(flt.price_min))}")
     if flt.price_max is not None:
-        parts.append(f"price >= 0 and price <= {float(flt.price_max)!r}")
+        parts.append(f"price >= 0 and price <= {milvus_literal(float(flt.price_max))}")
     if flt.in_stock is not None:
         parts.append(f"in_stock == {str(flt.in_stock).lower()}")
     for key, value in sorted(flt.attributes.items()):
-        parts.append(f'doc["attributes"][{_literal(key)}] == {_literal(value)}')
+        parts.append(f'doc["attributes"][{milvus_literal(key)}] == {milvus_literal(value)}')
     if flt.require_image:
         parts.append("has_image == true")
     if flt.require_text:
         parts.append("has_text == true")
     if flt.exclude_ids:
-        parts.append(f"id not in {_literal(list(flt.exclude_ids))}")
+        parts.append(f"id not in {milvus_literal(list(flt.exclude_ids))}")
     return " and ".join(parts)
 
 

@@ -223,3 +223,59 @@ def test_a_client_cannot_make_the_query_worker_write_into_other_topics(settings,
     assert topics_after - topics_before <= {client.reply_topic, standby}
     # Only the dead letters reached the dead-letter topic; nothing reached the catalogue.
     assert topic_size(settings, settings.topics.products) == ends_before[settings.topics.products]
+
+
+def test_filters_of_any_characters_find_their_products_and_hostile_ones_are_refused(
+    settings, encoder, wait_for
+) -> None:
+    awkward = 'Br"and\\\x01\tco'
+    odd = ProductUpsert(
+        id="awkward-1",
+        version=1,
+        updated_at=T0,
+        title="odd thing",
+        brand=awkward,
+        category_path=["Apparel", awkward],
+        attributes={awkward: awkward},
+    )
+    indexer, metrics = build_indexer_service(settings, encoder)
+    query, _ = build_query_worker(settings, encoder)
+    EventPublisher(settings).send_all([*sample(2), odd], progress=False)
+    producer = Producer(common_config(settings))
+    with (
+        running(indexer.run, indexer.ready),
+        running(query.run, query.ready),
+        SearchClient(settings, timeout_s=30) as client,
+    ):
+        wait_for(lambda: metrics.written._value.get() >= 3, 60, "the catalogue")
+        for filters in (
+            {"brand": awkward},
+            {"category": awkward},
+            {"attributes": {awkward: awkward}},
+        ):
+            reply = client.search("odd thing", filters=filters, top_k=5)
+            assert reply.error is None, (filters, reply.error)
+            assert [r.product_id for r in reply.results] == ["awkward-1"], filters
+        # Bodies only a hand-made producer sends: numbers JSON does not have, and more
+        # attribute clauses than a search may take (20,000 of them kept a worker busy 10 s).
+        many = json.dumps({f"k{i}": i for i in range(20_000)})
+        hostile = {
+            "infinite": '{"price_min": Infinity}',
+            "nan": '{"attributes": {"size": NaN}}',
+            "many": '{"attributes": ' + many + "}",
+        }
+        futures = {}
+        for name, filters in hostile.items():
+            futures[name] = client.expect(name)
+            body = f'{{"request_id": "{name}", "text": "shirt", "filters": {filters}}}'
+            producer.produce(
+                settings.topics.search_requests,
+                value=body.encode(),
+                headers=[(HEADER_REPLY_TOPIC, client.reply_topic.encode())],
+            )
+        producer.flush(10)
+        for name, future in futures.items():
+            error = future.result(30).error
+            assert error is not None and error.kind == "invalid_request", (name, error)
+        assert client.search("shirt", top_k=3).results
+        assert query.health.ready()

@@ -6,9 +6,11 @@ from pydantic import ValidationError
 
 import schemas
 from schemas import (
+    MAX_FILTER_ATTRIBUTES,
     DeadLetter,
     ProductDelete,
     ProductUpsert,
+    SearchFilters,
     SearchReply,
     SearchRequest,
     UserEvent,
@@ -80,6 +82,36 @@ def test_search_request_needs_a_query_and_infers_the_scenario() -> None:
     assert SearchRequest(request_id="r", text="x", scenario="text2image").resolved_scenario() == (
         "text2image"
     )
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        '{"price_min": Infinity}',
+        '{"price_max": NaN}',
+        '{"attributes": {"size": NaN}}',
+        '{"attributes": {"": "x"}}',
+        json.dumps({"category": "c" * 129}),
+        json.dumps({"brand": "b" * 129}),
+        json.dumps({"attributes": {"k": "v" * 1025}}),
+        json.dumps({"attributes": {f"k{i}": i for i in range(MAX_FILTER_ATTRIBUTES + 1)}}),
+    ],
+)
+def test_search_filters_refuse_what_no_product_holds_or_no_expression_can_say(
+    filters: str,
+) -> None:
+    body = '{"request_id": "r", "text": "shirt", "filters": ' + filters + "}"
+    with pytest.raises(ValidationError):
+        SearchRequest.from_bytes(body)
+
+
+def test_search_filters_keep_attribute_value_types() -> None:
+    many = {f"k{i}": i for i in range(MAX_FILTER_ATTRIBUTES - 4)}
+    flt = SearchFilters.model_validate(
+        {"attributes": {**many, "a": "x", "b": True, "c": 2, "d": 2.5}, "price_max": 1e9}
+    )
+    assert flt.attributes["b"] is True and flt.attributes["c"] == 2
+    assert isinstance(flt.attributes["c"], int) and flt.attributes["d"] == 2.5
 
 
 def test_search_reply_and_dead_letter_and_user_event() -> None:
