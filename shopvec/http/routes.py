@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from schemas.product import MAX_INLINE_IMAGE_BYTES, ProductId
 from schemas.search import SearchReply
@@ -21,8 +21,6 @@ from shopvec.settings import Settings
 __all__ = ["router"]
 
 router = APIRouter()
-
-_PRODUCT_ID: TypeAdapter[str] = TypeAdapter(ProductId)
 
 MAX_PHOTO_BYTES = MAX_INLINE_IMAGE_BYTES * 3 // 4
 """The largest photo whose base64 fits the request contract's inline image."""
@@ -119,11 +117,7 @@ async def search_photo(
     responses={404: {"model": ErrorBody, "description": "no such product"}, **_ERRORS},
     summary="One product as the catalogue holds it",
 )
-async def product(request: Request, product_id: str) -> Response:
-    try:
-        _PRODUCT_ID.validate_python(product_id)
-    except ValidationError as exc:
-        return error_response(422, "invalid_request", "product_id: " + readable(list(exc.errors())))
+async def product(request: Request, product_id: ProductId) -> Response:
     found = await _backend(request).product(product_id)
     if found is None:
         return error_response(404, "invalid_request", f"no product {product_id!r}")

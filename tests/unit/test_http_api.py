@@ -17,6 +17,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from schemas import SearchReply
+from schemas.product import PRODUCT_ID_PATTERN
 from shopvec.http import MemoryBackend, ProductView, create_app
 from shopvec.settings import HttpSettings, Settings
 from tests.unit.http_fakes import COLOURS, memory_backend, png
@@ -129,7 +130,9 @@ def test_products_and_events(client: TestClient, backend: MemoryBackend) -> None
     view = ProductView.model_validate(found.json())
     assert view.title == "green shoe" and view.thumbnail and view.in_stock is False
     _error(client.get("/v1/products/nothing-here"), 404)
-    _error(client.get("/v1/products/a b"), 422)
+    assert _error(client.get("/v1/products/a b"), 422).startswith("path.product_id: String")
+    documented = client.app.openapi()["paths"]["/v1/products/{product_id}"]["get"]
+    assert documented["parameters"][0]["schema"]["pattern"] == PRODUCT_ID_PATTERN
     sent = client.post("/v1/events", json={"user_id": "u1", "product_id": "red-shoe"})
     assert sent.status_code == 202
     assert backend.events[-1].product_id == "red-shoe" and backend.events[-1].type == "click"
