@@ -99,7 +99,7 @@ def filter_expression(flt: SearchFilter | None) -> str:
     if flt.price_max is not None:
         parts.append(f"price >= 0 and price <= {milvus_literal(float(flt.price_max))}")
     if flt.in_stock is not None:
-        parts.append(f"in_stock == {str(flt.in_stock).lower()}")
+        parts.append(f"in_stock == {milvus_literal(flt.in_stock)}")
     for key, value in sorted(flt.attributes.items()):
         parts.append(f'doc["attributes"][{milvus_literal(key)}] == {milvus_literal(value)}')
     if flt.require_image:
@@ -107,7 +107,7 @@ def filter_expression(flt: SearchFilter | None) -> str:
     if flt.require_text:
         parts.append("has_text == true")
     if flt.exclude_ids:
-        parts.append(f"id not in {milvus_literal(list(flt.exclude_ids))}")
+        parts.append(f"id not in {milvus_literal(flt.exclude_ids)}")
     return " and ".join(parts)
 
 
