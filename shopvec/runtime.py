@@ -248,7 +248,7 @@ def build_indexer_service(
     """The indexer as its worker runs it; tests build the same thing in a thread."""
     from confluent_kafka import Producer
 
-    from shopvec.imaging import ImageLoader
+    from shopvec.imaging import ImageLoader, colour
     from shopvec.indexing import IndexerService, ProductIndexer
     from shopvec.indexing.service import batch_weight, max_in_flight
     from shopvec.kafka import producer_config
@@ -262,6 +262,8 @@ def build_indexer_service(
     store.ensure()
     metrics = IndexerMetrics()
     indexer = ProductIndexer(encoder, store, ImageLoader(settings.images), fusion)
+    # Like the encoder's weights: made before the first event, not while it waits.
+    colour.warm_up()
     s = settings.indexer
     runtime = _stream(
         settings,
