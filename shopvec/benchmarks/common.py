@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import resource
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ __all__ = [
     "iter_catalogue",
     "peak_rss_mb",
     "percentile",
+    "thread_cpu_seconds",
 ]
 
 
@@ -87,8 +89,27 @@ def peak_rss_mb() -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User and system CPU seconds a process has used so far (0 once it is gone)."""
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Each live thread of this process: its native id -> (name, CPU seconds so far). Python
+    threads go by their Python name; the others (librdkafka's, gRPC's) by the kernel's."""
+    named = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        tid = int(task.name)
+        try:
+            name = named.get(tid) or (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        out[tid] = (name, _stat_cpu_seconds(task / "stat"))
+    return out
+
+
+def _stat_cpu_seconds(stat: Path) -> float:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        fields = stat.read_text().rpartition(")")[2].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -40,6 +40,7 @@ from shopvec.benchmarks.common import (
     iter_catalogue,
     peak_rss_mb,
     percentile,
+    thread_cpu_seconds,
 )
 from shopvec.encoders.base import Encoder
 from shopvec.imaging import ImageLoader
@@ -61,6 +62,7 @@ __all__ = [
     "run_memory_backlogs",
     "summarise_memory",
     "summarise_runs",
+    "thread_roles",
 ]
 
 RATIO_TARGET = 0.9
@@ -159,12 +161,15 @@ def run_ingest_bench(
 
         service, _ = build_indexer_service(s, encoder, on_batch=on_batch)
         stop = threading.Event()
-        thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
+        thread = threading.Thread(
+            target=service.run, args=(stop,), name="indexer-consume", daemon=True
+        )
         cpu = _CpuShares(s)
         thread.start()
         if not done.wait(timeout=3600):
             raise TimeoutError("the backlog was not indexed within an hour")
         backlog_cpu = cpu.shares()
+        backlog_threads = cpu.indexer_threads()
         # Sustained: from the first batch's completion to the last one's, so the pipeline's
         # fill (group join, first fetch) is not counted, nor the products of that first batch.
         counted = sum(o.written for _, o in marks[1:])
@@ -220,6 +225,8 @@ def run_ingest_bench(
         "freshness_p99_s": round(percentile(freshness, 99), 3),
         "freshness_bound_s": round(bound, 3),
         "backlog_cpu_s": backlog_cpu,
+        "backlog_indexer_threads_cpu_s": backlog_threads,
+        "backlog_cpu_beside_encoder_pct": _beside_encoder_pct(backlog_cpu, backlog_threads),
         "backlog_stages_p50_ms": backlog_stages,
         "half_rate_cpu_s": half_rate_cpu,
         **freshness_trace(traced),
@@ -241,6 +248,7 @@ class _CpuShares:
         self._pids["indexer"] = os.getpid()
         self._wall = time.monotonic()
         self._start = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._threads = thread_cpu_seconds()
 
     def shares(self) -> dict[str, float]:
         out = {
@@ -248,6 +256,32 @@ class _CpuShares:
         }
         out["wall"] = round(time.monotonic() - self._wall, 1)
         return out
+
+    def indexer_threads(self) -> dict[str, float]:
+        """The indexer process's CPU seconds from now on, by the role of its threads."""
+        return thread_roles(self._threads, thread_cpu_seconds())
+
+
+def thread_roles(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds between two `thread_cpu_seconds` by role: the indexer's encoder threads,
+    the thread that consumes and prepares batches, the writer, and every other thread
+    (librdkafka's, gRPC's, the benchmark's own). A thread gone by `after` is not counted."""
+    out = dict.fromkeys(("encode", "consume", "write", "other"), 0.0)
+    for tid, (name, seconds) in after.items():
+        role = name.removeprefix("indexer-").rstrip("-0123456789")
+        used = seconds - before.get(tid, (name, 0.0))[1]
+        out[role if role in out else "other"] += used
+    return {role: round(seconds, 2) for role, seconds in out.items()}
+
+
+def _beside_encoder_pct(processes: dict[str, float], threads: dict[str, float]) -> float:
+    """Of the CPU the indexer, the broker and Milvus used, the share not the encoder threads':
+    on two cores that work and the encoder take turns, so it bounds the ratio to the raw
+    encoder (which has the cores to itself) from above, at about 1 minus this share."""
+    total = sum(v for k, v in processes.items() if k != "wall")
+    return round(100 * (1 - threads["encode"] / total), 1) if total else float("nan")
 
 
 STAGES = (

@@ -4,12 +4,20 @@ arguments and the summaries, without a broker."""
 from __future__ import annotations
 
 import argparse
+import threading
+import time
 from typing import Any
 
 import pytest
 
 from shopvec.benchmarks.cli import add_bench_commands
-from shopvec.benchmarks.ingest import run_ingest_repeated, summarise_memory, summarise_runs
+from shopvec.benchmarks.common import thread_cpu_seconds
+from shopvec.benchmarks.ingest import (
+    run_ingest_repeated,
+    summarise_memory,
+    summarise_runs,
+    thread_roles,
+)
 from shopvec.benchmarks.query import aged_ratios
 from shopvec.settings import Settings
 
@@ -155,3 +163,45 @@ def test_freshness_trace_splits_the_slowest_events_by_stage() -> None:
     assert figures["freshness_stages_p50_ms"]["to_batch"] == 200.0
     assert figures["freshness_stages_p50_ms"]["encode"] == 300.0
     assert freshness_trace([]) == {}
+
+
+def test_thread_cpu_is_read_per_thread_and_summed_by_role() -> None:
+    spun, done = threading.Event(), threading.Event()
+
+    def spin() -> None:
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+        spun.set()
+        done.wait()
+
+    before = thread_cpu_seconds()
+    worker = threading.Thread(target=spin, name="indexer-encode-3")
+    idle = threading.Thread(target=done.wait, name="indexer-write")
+    worker.start()
+    idle.start()
+    spun.wait()
+    after = thread_cpu_seconds()  # read while they live: a thread gone is not listed
+    done.set()
+    worker.join()
+    idle.join()
+    assert after[worker.native_id][0] == "indexer-encode-3"
+    assert after[worker.native_id][1] >= 0.25
+    roles = thread_roles(before, after)
+    assert roles["encode"] >= 0.25
+    assert roles["write"] < 0.1
+
+    named = {
+        1: ("indexer-encode-0", 5.0),
+        2: ("indexer-encode-1", 4.0),
+        3: ("indexer-consume", 1.5),
+        4: ("indexer-write", 0.5),
+        5: ("rdk:broker1", 0.25),
+        6: ("MainThread", 0.25),
+    }
+    assert thread_roles({1: ("indexer-encode-0", 1.0), 3: ("indexer-consume", 0.5)}, named) == {
+        "encode": 8.0,
+        "consume": 1.0,
+        "write": 0.5,
+        "other": 0.5,
+    }
