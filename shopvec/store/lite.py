@@ -297,6 +297,7 @@ def execute_search(
         recall(len(sources) - 1, len(mt_pks), mt_live, mt_filter_mask, mt_vecs, None)
 
     n_segments = len(in_scope)
+    keep = set(output_fields or ()) - {pk_field}
     if project_record_fn is not None:
         project = project_record_fn
     elif output_fields is None:
@@ -305,14 +306,34 @@ def execute_search(
             return {k: v for k, v in record.items() if k not in (pk_field, vector_field)}
 
     else:
-        keep = set(output_fields) - {pk_field}
 
         def project(record: dict[str, Any]) -> dict[str, Any]:
             return {k: record[k] for k in keep if k in record}
 
+    # A segment's hit reads only the columns its projection keeps: the stock executor turns
+    # every column of the row into Python objects first (row_to_dict), each vector field and
+    # each sparse vector included, which made a search's cost grow with its limit several
+    # times faster than the search itself. Where the projection may need a dynamic field
+    # (unpacked from $meta) or is not a plain one, the whole row is read as before.
+    columns: dict[int, list[str] | None] = {}
+
+    def needed(source: int) -> list[str] | None:
+        if source not in columns:
+            names = in_scope[source].table.schema.names
+            plain = output_fields is not None and project_record_fn is None
+            if plain and not ("$meta" in names and keep - set(names)):
+                columns[source] = [n for n in names if n in keep or n == pk_field]
+            else:
+                columns[source] = None
+        return columns[source]
+
     def materialise(source: int, lid: int) -> dict[str, Any]:
         if source < n_segments:
-            return in_scope[source].row_to_dict(lid)
+            wanted = needed(source)
+            if wanted is None:
+                return in_scope[source].row_to_dict(lid)
+            table = in_scope[source].table
+            return {name: table.column(name)[lid].as_py() for name in wanted}
         batch, row = mt_row_refs[lid]
         return memtable.materialize_row(batch, row)
 

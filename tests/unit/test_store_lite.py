@@ -102,6 +102,10 @@ def _search_all(col: Any, rng: np.random.Generator) -> None:
                     partition_names=partitions,
                     output_fields=["n", "tag"],
                 )
+        # A hit reads only the columns asked for: the other vector field among them, or
+        # none but the key, or all.
+        for fields in (["tag", "raw" if field == "vec" else "vec"], [], None):
+            col.search(queries, top_k=7, anns_field=field, output_fields=fields)
 
 
 def test_same_hits_as_the_stock_executor_through_writes_flushes_and_deletes(
