@@ -106,6 +106,7 @@ def _eval_config(settings: Settings, args: argparse.Namespace, **override: Any) 
             dict.fromkeys(getattr(args, "weighting", None) or [settings.encoder.photo_weighting])
         ),
         "photo_crops": (False,) if getattr(args, "no_crops", False) else (False, True),
+        "photo_words": (False,) if getattr(args, "no_photo_words", False) else (False, True),
         "lexical_weight": settings.query.lexical_weight
         if getattr(args, "lexical_weight", None) is None
         else args.lexical_weight,
@@ -228,6 +229,12 @@ def _add_eval_arguments(
         "--no-crops",
         action="store_true",
         help="photo queries searched whole only (default: whole, and as crops in a +crops row)",
+    )
+    p.add_argument(
+        "--no-photo-words",
+        action="store_true",
+        help="photo queries ranked by the photo only (default: that, and re-ranked by the words "
+        "of the products they resemble in a +words row)",
     )
     p.add_argument("--metric", choices=["COSINE", "L2"], help="default: SHOPVEC_ENCODER__METRIC")
     p.add_argument(

@@ -297,6 +297,7 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
     from shopvec.imaging import ImageLoader
     from shopvec.search import SearchService
     from shopvec.search.lexical import RetrievalConfig
+    from shopvec.search.neighbour_words import NeighbourWords
     from shopvec.search.photo_crops import PhotoCrops
 
     encoder = encoder or build_encoder(settings)
@@ -321,6 +322,7 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
             {str(k): v for k, v in q.retrieval.items()}, q.rrf_k, q.lexical_weight
         ),
         photo_crops=PhotoCrops() if q.photo_crops else None,
+        neighbour_words=NeighbourWords() if q.photo_neighbour_words else None,
     )
 
 

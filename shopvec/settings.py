@@ -293,6 +293,12 @@ class QuerySettings(BaseModel):
         "photo, each product scored by its best crop: for shoppers' photos, where the product "
         "is small or cut off on a cluttered background",
     )
+    photo_neighbour_words: bool = Field(
+        default=False,
+        description="photo queries (image2image) re-ranked by the words of the products they "
+        "resemble: each of the 100 nearest by the photo also scored by how close its words are "
+        "to the mean words of the 10 nearest (shopvec.search.neighbour_words)",
+    )
 
 
 class BehaviourSettings(BaseModel):

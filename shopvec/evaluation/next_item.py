@@ -98,7 +98,12 @@ class VectorCatalogue:
         return {i: {"fused_vec": self._rows[i]["fused_vec"]} for i in ids if i in self._rows}
 
     def search(
-        self, field: VectorField, vectors: np.ndarray, limit: int, flt: SearchFilter | None = None
+        self,
+        field: VectorField,
+        vectors: np.ndarray,
+        limit: int,
+        flt: SearchFilter | None = None,
+        with_vectors: Sequence[VectorField] = (),
     ) -> list[list[Hit]]:
         excluded = {self._index[i] for i in (flt.exclude_ids if flt else ()) if i in self._index}
         out = []

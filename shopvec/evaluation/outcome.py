@@ -70,6 +70,10 @@ class EvalConfig:
     photo_crops: tuple[bool, ...] = (False,)
     """Photo queries (image2image) searched whole (False), and whole and as crops (True: a row
     named ``visual_vec+crops``; see shopvec.search.photo_crops)."""
+    photo_words: tuple[bool, ...] = (False,)
+    """Photo queries (image2image) ranked by the photo (False), and re-ranked by the words of
+    the products they resemble too (True: a row named ``visual_vec+words``; see
+    shopvec.search.neighbour_words)."""
 
     def __post_init__(self) -> None:
         if not self.fusions:

@@ -16,7 +16,8 @@ Scenarios, each scored per query set (the prefix of the query ids):
 
 Each fusion method gets a collection per photo weighting asked for (rows ``weighted50``,
 ``weighted50agree``, ``weighted50fixed``...), and photo queries can be searched whole and as
-crops too (a row ``visual_vec+crops``; see shopvec.search.photo_crops).
+crops too (a row ``visual_vec+crops``; see shopvec.search.photo_crops) and re-ranked by the
+words of the products they resemble (``visual_vec+words``; shopvec.search.neighbour_words).
 
 The scenarios with words through the service (text2image, text2product, cross) are scored dense
 (vectors only) and, on a store with full-text fields, hybrid as well (vectors and Milvus BM25
@@ -54,6 +55,7 @@ from shopvec.evaluation.outcome import (
 from shopvec.fusion import Fusion, FusionMethod, PhotoWeighting
 from shopvec.indexing.pipeline import ImageSource, ProductIndexer
 from shopvec.search.lexical import LEXICAL_FIELD, RetrievalConfig
+from shopvec.search.neighbour_words import NeighbourWords
 from shopvec.search.photo_crops import PhotoCrops
 from shopvec.search.service import SearchService
 from shopvec.store.base import CollectionSpec, ProductStore, SearchFilter, VectorField
@@ -143,6 +145,10 @@ class _Collection:
     """The same collection searched hybrid, where the store has full-text fields."""
     crops: SearchService | None = None
     """The same collection with photo queries searched as crops too."""
+    words: SearchService | None = None
+    """The same collection with photo queries re-ranked by their neighbours' words."""
+    crops_words: SearchService | None = None
+    """Both: photo queries searched as crops too, then re-ranked by the neighbours' words."""
 
 
 class _Runner:
@@ -211,7 +217,11 @@ class _Runner:
 
         # Bind the service to the store that was just filled; SearchService is what the query
         # worker runs, with its own limit on top_k raised to what the evaluation asks for.
-        def service(retrieval: RetrievalConfig, crops: PhotoCrops | None = None) -> SearchService:
+        def service(
+            retrieval: RetrievalConfig,
+            crops: PhotoCrops | None = None,
+            words: NeighbourWords | None = None,
+        ) -> SearchService:
             return SearchService(
                 self.encoder,
                 store,
@@ -220,6 +230,7 @@ class _Runner:
                 max_top_k=MAX_TOP_K,
                 retrieval=retrieval,
                 photo_crops=crops,
+                neighbour_words=words,
             )
 
         hybrid = None
@@ -227,7 +238,14 @@ class _Runner:
             modes = {s: cfg.hybrid_rankers.get(s, "rrf") for s in LEXICAL_FIELD}
             hybrid = service(RetrievalConfig(modes, cfg.rrf_k, cfg.lexical_weight))
         crops = service(RetrievalConfig.dense(), PhotoCrops()) if True in cfg.photo_crops else None
-        return _Collection(fusion, store, service(RetrievalConfig.dense()), hybrid, crops)
+        words = both = None
+        if True in cfg.photo_words:
+            words = service(RetrievalConfig.dense(), words=NeighbourWords())
+            if crops is not None:
+                both = service(RetrievalConfig.dense(), PhotoCrops(), NeighbourWords())
+        return _Collection(
+            fusion, store, service(RetrievalConfig.dense()), hybrid, crops, words, both
+        )
 
     def _note(self, batch: Sequence[ProductUpsert], bad: dict[str, str]) -> None:
         for event in batch:
@@ -279,7 +297,11 @@ class _Runner:
                     run[q.id] = [h.id for h in hits]
                 continue
             requests = [self._request(i, q, scenario) for i, q in chunk]
-            answers = (service or target.service).search_many(requests)
+            # Left out in the search itself, so that nothing re-ranking the results (the
+            # neighbours' words of a photo query) can lean on a query's own product.
+            answers = (service or target.service).search_many(
+                requests, exclude=[q.exclude for _, q in chunk]
+            )
             for (_, q), reply in zip(chunk, answers, strict=True):
                 if reply.error is not None:
                     errors += 1
@@ -339,6 +361,10 @@ class _Runner:
                 variants.append((base, None))
             if crops:
                 variants.append((f"{base}+crops", target.crops))
+            if scenario == "image2image" and target.words is not None:
+                variants.append((f"{base}+words", target.words))
+            if scenario == "image2image" and target.crops_words is not None:
+                variants.append((f"{base}+crops+words", target.crops_words))
             if target.hybrid is not None and scenario in LEXICAL_FIELD:
                 variants.append((f"{base}+bm25", target.hybrid))
             for name, service in variants:

@@ -108,5 +108,5 @@ class PhotoCrops:
             leg = plan.legs[0]
             mine = np.asarray(vectors[cursor : cursor + len(made)], np.float32)
             cursor += len(made)
-            found = store.search(leg.field, mine, leg.limit, leg.filter)
+            found = store.search(leg.field, mine, leg.limit, leg.filter, leg.with_vectors)
             leg.hits = merge_best([leg.hits or [], *found], leg.limit)

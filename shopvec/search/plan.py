@@ -59,6 +59,8 @@ class Leg:
     limit: int
     filter: SearchFilter
     hits: list[Hit] = dc_field(default_factory=list)
+    with_vectors: tuple[VectorField, ...] = ()
+    """Vector fields the hits also carry (the store's search returns them)."""
     lexical: LexicalField | None = None
     """A hybrid leg's full-text field; its words are `text`, its ranker `ranker`."""
     text: str = ""
@@ -76,6 +78,8 @@ class Leg:
 class Plan:
     request: SearchRequest
     scenario: Scenario
+    exclude: tuple[str, ...] = ()
+    """Products left out of every leg's results, besides any the scenario leaves out."""
     deadline: float | None = None
     """perf_counter time by which the reply must go, from the request's deadline_ms."""
     text: np.ndarray | None = None
@@ -84,6 +88,9 @@ class Plan:
     photo_confidence: float | None = None
     like: dict[str, Any] | None = None
     legs: list[Leg] = dc_field(default_factory=list)
+    neighbour_words: dict[str, dict[str, float]] = dc_field(default_factory=dict)
+    """Per product id, the visual and words' parts of a photo query's score, where the
+    neighbours' words re-ranked it (shopvec.search.neighbour_words)."""
     error: SearchError | None = None
     truncated: bool = False
 
@@ -96,7 +103,7 @@ def legs_for(plan: Plan, fusion: Fusion, limit: int) -> list[Leg]:
     """The primary leg first; further modalities only when the ranker combines them."""
     request = plan.request
     combine = request.ranker != "fused"
-    exclude: tuple[str, ...] = ()
+    exclude = plan.exclude
     wanted: list[tuple[VectorField, np.ndarray | None]] = []
     if plan.scenario == "image2image":
         wanted = [("visual_vec", plan.photo_visual)]
@@ -117,7 +124,7 @@ def legs_for(plan: Plan, fusion: Fusion, limit: int) -> list[Leg]:
                 wanted.append(("visual_vec", plan.photo_visual))
     elif plan.scenario == "more_like_this":
         like = plan.like or {}
-        exclude = (str(like.get("id")),)
+        exclude = (*exclude, str(like.get("id")))
         wanted = [("fused_vec", np.asarray(like["fused_vec"], np.float32))]
         if combine and like.get("has_image"):
             wanted.append(("visual_vec", np.asarray(like["visual_vec"], np.float32)))

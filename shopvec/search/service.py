@@ -39,6 +39,7 @@ from shopvec.search.lexical import (
     covered,
     lexical_parts,
 )
+from shopvec.search.neighbour_words import NeighbourWords
 from shopvec.search.photo_crops import PhotoCrops
 from shopvec.search.plan import Leg, Plan, filters_from_request, legs_for
 from shopvec.store.base import LEXICAL_SOURCES, Hit, HybridRanker, ProductStore
@@ -81,9 +82,13 @@ class SearchService:
         personaliser: Personaliser | None = None,
         retrieval: RetrievalConfig | None = None,
         photo_crops: PhotoCrops | None = None,
+        neighbour_words: NeighbourWords | None = None,
     ) -> None:
-        """photo_crops: also search photo queries as crops of their photo (None: whole)."""
+        """photo_crops: also search photo queries as crops of their photo (None: whole).
+        neighbour_words: re-rank photo queries by the words of the products they resemble
+        (None: by the photo alone)."""
         self._photo_crops = photo_crops
+        self._neighbour_words = neighbour_words
         self._encoder = encoder
         self._store = store
         self._fusion = fusion
@@ -96,22 +101,33 @@ class SearchService:
         return self.search_many([request])[0]
 
     def search_many(
-        self, requests: Sequence[SearchRequest], ages_ms: Sequence[float] | None = None
+        self,
+        requests: Sequence[SearchRequest],
+        ages_ms: Sequence[float] | None = None,
+        exclude: Sequence[Sequence[str]] | None = None,
     ) -> list[SearchReply]:
-        """ages_ms: how long ago each request was sent (its deadline counts from then)."""
+        """ages_ms: how long ago each request was sent (its deadline counts from then).
+        exclude: products each request must not see, as if they were not stored (the
+        evaluation's: a photo query's own product)."""
         started = time.perf_counter()
         ages = ages_ms or [0.0] * len(requests)
         plans = [self._plan(r, started, age) for r, age in zip(requests, ages, strict=True)]
+        for plan, left_out in zip(plans, exclude or [()] * len(plans), strict=True):
+            plan.exclude = tuple(left_out)
         self._encode([p for p in plans if p.error is None])
         self._load_likes([p for p in plans if p.error is None and p.scenario == "more_like_this"])
         searching = [p for p in plans if p.error is None and p.scenario != "recommend"]
         for p in searching:
-            p.legs = legs_for(p, self._fusion, self._fetch_limit(p.request))
+            p.legs = legs_for(p, self._fusion, self._fetch_limit(p))
             self._make_hybrid(p)
+            if p.legs and self._neighbour_words is not None and self._neighbour_words.wants(p):
+                p.legs[0].with_vectors = ("text_vec",)
         self._search_lexical([p for p in searching if p.legs and p.legs[0].lexical])
         self._run([p.legs[0] for p in searching if p.legs])
         if self._photo_crops is not None:
             self._photo_crops.refine(searching, self._encoder, self._images, self._store)
+        if self._neighbour_words is not None:
+            self._neighbour_words.refine(searching, self._store)
         now = time.perf_counter()
         for p in searching:
             late = p.deadline is not None and now > p.deadline
@@ -167,10 +183,13 @@ class SearchService:
             )
         return plan
 
-    def _fetch_limit(self, request: SearchRequest) -> int:
+    def _fetch_limit(self, plan: Plan) -> int:
+        request = plan.request
         limit = request.top_k + request.offset
         if request.user_id is not None and self._personaliser is not None:
-            return limit * self._personaliser.rerank_factor
+            limit *= self._personaliser.rerank_factor
+        if self._neighbour_words is not None and self._neighbour_words.wants(plan):
+            limit = max(limit, self._neighbour_words.depth)
         return limit
 
     def _encode(self, plans: list[Plan]) -> None:
@@ -217,11 +236,18 @@ class SearchService:
     def _run(self, legs: list[Leg]) -> None:
         """One store call per (field, filter, limit): a batch of vectors costs about what one
         does, so concurrent requests share the call."""
-        groups: dict[tuple[str, str | None, str, str, int], list[Leg]] = defaultdict(list)
+        groups: dict[tuple[Any, ...], list[Leg]] = defaultdict(list)
         for leg in legs:
-            key = (leg.field, leg.lexical, repr(leg.ranker), repr(leg.filter), leg.limit)
+            key = (
+                leg.field,
+                leg.lexical,
+                repr(leg.ranker),
+                repr(leg.filter),
+                leg.limit,
+                leg.with_vectors,
+            )
             groups[key].append(leg)
-        for (_, lexical, _, _, limit), group in groups.items():
+        for (_, lexical, _, _, limit, with_vectors), group in groups.items():
             vectors = np.stack([leg.vector for leg in group])
             first = group[0]
             if lexical is not None and first.lexical is not None and first.ranker is not None:
@@ -235,7 +261,9 @@ class SearchService:
                     first.filter,
                 )
             else:
-                results = self._store.search(first.field, vectors, limit, first.filter)
+                results = self._store.search(
+                    first.field, vectors, limit, first.filter, with_vectors
+                )
             for leg, hits in zip(group, results, strict=True):
                 leg.hits = hits
 
@@ -345,6 +373,13 @@ class SearchService:
         primary = plan.legs[0] if plan.legs else None
         if primary is not None and primary.lexical is not None:
             explanation["hybrid"] = self._hybrid_explained(primary, scored.hit.id)
+        if scored.hit.id in plan.neighbour_words:
+            assert self._neighbour_words is not None
+            explanation["neighbour_words"] = {
+                **plan.neighbour_words[scored.hit.id],
+                "weight": self._neighbour_words.weight,
+                "neighbours": self._neighbour_words.neighbours,
+            }
         if doc.get("colour_words"):
             explanation["colours"] = doc["colour_words"]
         if plan.request.explain:

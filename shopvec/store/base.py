@@ -198,7 +198,10 @@ class ProductStore(Protocol):
 
     def state(self, ids: Sequence[str]) -> dict[str, StoredState]: ...
 
-    def vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]: ...
+    def vectors(
+        self, ids: Sequence[str], fields: Sequence[VectorField] = VECTOR_FIELDS
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """The named vector fields of each stored row (ids not stored are left out)."""
 
     def upsert(self, rows: Sequence[dict[str, Any]]) -> None: ...
 
@@ -214,7 +217,11 @@ class ProductStore(Protocol):
         vectors: np.ndarray,
         limit: int,
         flt: SearchFilter | None = None,
-    ) -> list[list[Hit]]: ...
+        with_vectors: Sequence[VectorField] = (),
+    ) -> list[list[Hit]]:
+        """A hit's fields: the scalar output fields, and the vector fields in
+        ``with_vectors``."""
+        ...
 
     @property
     def lexical(self) -> bool:

@@ -43,9 +43,11 @@ class InMemoryProductStore:
     def state(self, ids: Sequence[str]) -> dict[str, StoredState]:
         return {i: StoredState.from_row(r) for i in ids if (r := self.rows.get(i)) is not None}
 
-    def vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+    def vectors(
+        self, ids: Sequence[str], fields: Sequence[VectorField] = VECTOR_FIELDS
+    ) -> dict[str, dict[str, np.ndarray]]:
         return {
-            i: {f: np.asarray(self.rows[i][f], np.float32) for f in VECTOR_FIELDS}
+            i: {f: np.asarray(self.rows[i][f], np.float32) for f in fields}
             for i in ids
             if i in self.rows
         }
@@ -68,7 +70,9 @@ class InMemoryProductStore:
         vectors: np.ndarray,
         limit: int,
         flt: SearchFilter | None = None,
+        with_vectors: Sequence[VectorField] = (),
     ) -> list[list[Hit]]:
+        """A hit's fields are the whole row, its vectors included."""
         flt = flt or SearchFilter()
         live = [r for r in self.rows.values() if flt.matches(r)]
         if not live:

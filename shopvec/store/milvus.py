@@ -326,11 +326,11 @@ class MilvusProductStore:
     def state(self, ids: Sequence[str]) -> dict[str, StoredState]:
         return {r["id"]: StoredState.from_row(r) for r in self._get(ids, _STATE_FIELDS)}
 
-    def vectors(self, ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
-        rows = self._get(ids, ["id", *VECTOR_FIELDS])
-        return {
-            r["id"]: {f: np.asarray(r[f], dtype=np.float32) for f in VECTOR_FIELDS} for r in rows
-        }
+    def vectors(
+        self, ids: Sequence[str], fields: Sequence[VectorField] = VECTOR_FIELDS
+    ) -> dict[str, dict[str, np.ndarray]]:
+        rows = self._get(ids, ["id", *fields])
+        return {r["id"]: {f: np.asarray(r[f], dtype=np.float32) for f in fields} for r in rows}
 
     @reloading
     def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -359,6 +359,7 @@ class MilvusProductStore:
         vectors: np.ndarray,
         limit: int,
         flt: SearchFilter | None = None,
+        with_vectors: Sequence[VectorField] = (),
     ) -> list[list[Hit]]:
         data = [np.asarray(v, dtype=np.float32).tolist() for v in np.atleast_2d(vectors)]
         params = {"metric_type": self._spec.metric, "params": {"ef": max(self._search_ef, limit)}}
@@ -371,7 +372,7 @@ class MilvusProductStore:
             anns_field=field,
             limit=limit,
             filter=filter_expression(flt),
-            output_fields=list(SCALAR_OUTPUT_FIELDS),
+            output_fields=[*SCALAR_OUTPUT_FIELDS, *with_vectors],
             search_params=params,
             timeout=self._timeout,
         )

@@ -266,7 +266,12 @@ def test_eval_command(tmp_path: Path) -> None:
         "concat50",
         "concat50fixed",
     }
-    assert payload["results"]["image/image2image"].keys() == {"visual_vec", "visual_vec+crops"}
+    assert payload["results"]["image/image2image"].keys() == {
+        "visual_vec",
+        "visual_vec+crops",
+        "visual_vec+words",
+        "visual_vec+crops+words",
+    }
     assert payload["chance"]["image/image2image"]["P@1"] == pytest.approx(1 / 11)
     assert plot.read_bytes().startswith(b"\x89PNG")
 
@@ -323,13 +328,14 @@ def test_cache_keeps_the_photo_regions(tmp_path: Path) -> None:
     assert wants.images_seen == 2
 
 
-def test_weightings_and_photo_crops_each_get_a_row(
+def test_weightings_photo_crops_and_photo_words_each_get_a_row(
     dataset: EvalDataset, images: ImageLoader
 ) -> None:
     config = EvalConfig(
         fusions=("weighted", "attention"),
         weightings=("confidence", "fixed"),
         photo_crops=(False, True),
+        photo_words=(False, True),
     )
     report = run_evaluation(
         dataset, HashingEncoder(regions=True), InMemoryProductStore, images, config
@@ -341,5 +347,10 @@ def test_weightings_and_photo_crops_each_get_a_row(
         "attention50",
         "attention50fixed",
     ]
-    assert list(by_name["image/image2image"].methods) == ["visual_vec", "visual_vec+crops"]
+    assert list(by_name["image/image2image"].methods) == [
+        "visual_vec",
+        "visual_vec+crops",
+        "visual_vec+words",
+        "visual_vec+crops+words",
+    ]
     _in_range(report)

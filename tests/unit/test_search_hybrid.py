@@ -67,9 +67,9 @@ class WordsStore(InMemoryProductStore):
             merged.append([Hit(i, score[i], rows[i]) for i in order])
         return merged
 
-    def search(self, field, vectors, limit, flt=None):  # type: ignore[no-untyped-def]
+    def search(self, field, vectors, limit, flt=None, with_vectors=()):  # type: ignore[no-untyped-def]
         self.calls.append((field, None))
-        return super().search(field, vectors, limit, flt)
+        return super().search(field, vectors, limit, flt, with_vectors)
 
 
 def _products() -> list[ProductUpsert]:

@@ -44,9 +44,9 @@ class CountingStore(InMemoryProductStore):
         super().__init__(spec)
         self.calls = 0
 
-    def search(self, field, vectors, limit, flt=None):  # type: ignore[no-untyped-def]
+    def search(self, field, vectors, limit, flt=None, with_vectors=()):  # type: ignore[no-untyped-def]
         self.calls += 1
-        return super().search(field, vectors, limit, flt)
+        return super().search(field, vectors, limit, flt, with_vectors)
 
 
 @pytest.fixture
