@@ -297,7 +297,6 @@ def execute_search(
         recall(len(sources) - 1, len(mt_pks), mt_live, mt_filter_mask, mt_vecs, None)
 
     n_segments = len(in_scope)
-    keep = set(output_fields or ()) - {pk_field}
     if project_record_fn is not None:
         project = project_record_fn
     elif output_fields is None:
@@ -306,43 +305,49 @@ def execute_search(
             return {k: v for k, v in record.items() if k not in (pk_field, vector_field)}
 
     else:
+        keep = set(output_fields) - {pk_field}
 
         def project(record: dict[str, Any]) -> dict[str, Any]:
             return {k: record[k] for k in keep if k in record}
 
-    # A segment's hit reads only the columns its projection keeps: the stock executor turns
-    # every column of the row into Python objects first (row_to_dict), each vector field and
-    # each sparse vector included, which made a search's cost grow with its limit several
-    # times faster than the search itself. Where the projection may need a dynamic field
-    # (unpacked from $meta) or is not a plain one, the whole row is read as before.
-    columns: dict[int, list[str] | None] = {}
+    # A sealed segment's hit reads only the columns asked for: the stock executor turns every
+    # column of the row into Python objects first (row_to_dict: each vector field and sparse
+    # vector), then projects, which made a search's cost grow with its limit several times
+    # faster than the search itself. Only where the projection is plain: named schema fields of
+    # a segment without dynamic fields ($meta), which the projection returns as they are, the
+    # key left out; otherwise (a wildcard, a dynamic field, no fields named) the whole row is
+    # read and projected as before. Memtable rows are read as before.
+    wanted = [n for n in output_fields or () if n != pk_field]
+    direct: dict[int, bool] = {}
 
-    def needed(source: int) -> list[str] | None:
-        if source not in columns:
-            names = in_scope[source].table.schema.names
-            plain = output_fields is not None and project_record_fn is None
-            if plain and not ("$meta" in names and keep - set(names)):
-                columns[source] = [n for n in names if n in keep or n == pk_field]
-            else:
-                columns[source] = None
-        return columns[source]
-
-    def materialise(source: int, lid: int) -> dict[str, Any]:
-        if source < n_segments:
-            wanted = needed(source)
-            if wanted is None:
-                return in_scope[source].row_to_dict(lid)
-            table = in_scope[source].table
-            return {name: table.column(name)[lid].as_py() for name in wanted}
-        batch, row = mt_row_refs[lid]
-        return memtable.materialize_row(batch, row)
+    def is_direct(source: int) -> bool:
+        if source not in direct:
+            names = set(in_scope[source].table.schema.names)
+            direct[source] = (
+                bool(output_fields)
+                and "*" not in wanted
+                and "$meta" not in names
+                and set(wanted) <= names
+                and pk_field in names
+            )
+        return direct[source]
 
     results: list[list[dict[str, Any]]] = []
     for q in range(nq):
         ranked = sorted(candidates[q])[:top_k]
         hits = []
         for dist, source, lid in ranked:
-            record = materialise(source, lid)
+            if source < n_segments and is_direct(source):
+                table = in_scope[source].table
+                entity = {name: table.column(name)[lid].as_py() for name in wanted}
+                pk = table.column(pk_field)[lid].as_py()
+                hits.append({"id": pk, "distance": dist, "entity": entity})
+                continue
+            if source < n_segments:
+                record = in_scope[source].row_to_dict(lid)
+            else:
+                batch, row = mt_row_refs[lid]
+                record = memtable.materialize_row(batch, row)
             pk = record[pk_field] if pk_field in record else sources[source][lid]
             hits.append({"id": pk, "distance": dist, "entity": project(record)})
         results.append(hits)

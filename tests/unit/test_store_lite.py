@@ -102,9 +102,10 @@ def _search_all(col: Any, rng: np.random.Generator) -> None:
                     partition_names=partitions,
                     output_fields=["n", "tag"],
                 )
-        # A hit reads only the columns asked for: the other vector field among them, or
-        # none but the key, or all.
-        for fields in (["tag", "raw" if field == "vec" else "vec"], [], None):
+        # A hit reads only the columns asked for: the other vector field among them, the
+        # searched one, none but the key, all, or all by the wildcard.
+        other = "raw" if field == "vec" else "vec"
+        for fields in (["tag", other], ["n", field, "id"], [], None, ["*"]):
             col.search(queries, top_k=7, anns_field=field, output_fields=fields)
 
 
