@@ -74,8 +74,17 @@ class NeighbourWords:
         alone (the fused ranker)."""
         return plan.scenario == "image2image" and plan.request.ranker == "fused"
 
+    def widen(self, plan: Plan) -> None:
+        """Has the primary leg of a plan it wants fetch ``depth`` candidates, with their words'
+        vectors."""
+        if self.wants(plan) and plan.legs:
+            leg = plan.legs[0]
+            leg.limit = max(leg.limit, self.depth)
+            leg.with_vectors = ("text_vec",)
+
     def refine(self, plans: Sequence[Plan], store: ProductStore) -> None:
-        """Re-ranks the primary leg of each photo query it wants (one store read for all)."""
+        """Re-ranks the primary leg of each photo query it wants (a store read only for hits
+        that came back without their words' vectors)."""
         todo = [
             p
             for p in plans
@@ -97,8 +106,9 @@ class NeighbourWords:
                     words[h.id] = np.asarray(h.fields["text_vec"], np.float32)
                 else:
                     missing.add(h.id)
-        if missing - words.keys():
-            found = store.vectors(sorted(missing - words.keys()), fields=("text_vec",))
+        unread = sorted(missing - words.keys())
+        if unread:
+            found = store.vectors(unread, fields=("text_vec",))
             words.update({i: v["text_vec"] for i, v in found.items()})
         for p in todo:
             leg = p.legs[0]

@@ -118,10 +118,10 @@ class SearchService:
         self._load_likes([p for p in plans if p.error is None and p.scenario == "more_like_this"])
         searching = [p for p in plans if p.error is None and p.scenario != "recommend"]
         for p in searching:
-            p.legs = legs_for(p, self._fusion, self._fetch_limit(p))
+            p.legs = legs_for(p, self._fusion, self._fetch_limit(p.request))
             self._make_hybrid(p)
-            if p.legs and self._neighbour_words is not None and self._neighbour_words.wants(p):
-                p.legs[0].with_vectors = ("text_vec",)
+            if self._neighbour_words is not None:
+                self._neighbour_words.widen(p)
         self._search_lexical([p for p in searching if p.legs and p.legs[0].lexical])
         self._run([p.legs[0] for p in searching if p.legs])
         if self._photo_crops is not None:
@@ -183,13 +183,10 @@ class SearchService:
             )
         return plan
 
-    def _fetch_limit(self, plan: Plan) -> int:
-        request = plan.request
+    def _fetch_limit(self, request: SearchRequest) -> int:
         limit = request.top_k + request.offset
         if request.user_id is not None and self._personaliser is not None:
-            limit *= self._personaliser.rerank_factor
-        if self._neighbour_words is not None and self._neighbour_words.wants(plan):
-            limit = max(limit, self._neighbour_words.depth)
+            return limit * self._personaliser.rerank_factor
         return limit
 
     def _encode(self, plans: list[Plan]) -> None:
