@@ -19,6 +19,15 @@ on 10,000 product titles. `bm25_search` scores the same postings with numpy, in 
 float32 arithmetic and the same order of ties, and a differential test holds it to the stock
 scorer's ids and distances.
 
+Writing has two such costs, together over half of an upsert's CPU for product rows. Milvus
+Lite checks each float of a record's first vector field (the rows' 1,280-float photo vector)
+in a Python loop: `validate_record` makes the same check once per row (every element an exact
+float or int, all of which the loop accepts) and has the stock function check the rest; any
+other value goes through the stock check whole and fails as it did. And its jieba analyzer
+cuts every text whole for BM25, though a text's tokens are its blocks' (the runs jieba's own
+pattern splits it into) in order: `tokenize` keeps each block's tokens, and a catalogue's
+words repeat. Differential tests hold both to the stock results.
+
 `python -m shopvec.store.lite server --data-dir D --host H --port P` runs the stock command
 line with this search path installed, on the Milvus Lite versions it was written against; on
 any other it leaves the stock path alone and says so.
@@ -37,7 +46,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SUPPORTED_VERSIONS", "bm25_search", "execute_search", "install", "main"]
+__all__ = [
+    "SUPPORTED_VERSIONS",
+    "bm25_search",
+    "execute_search",
+    "install",
+    "main",
+    "tokenize",
+    "validate_record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -621,6 +638,99 @@ def search_sparse(
     return results
 
 
+# -- writes ---------------------------------------------------------------------------------
+
+_NUMBERS = frozenset({float, int})
+
+_vector_checked = threading.local()
+"""Set while the stock validate_record runs on a record whose first vector was checked."""
+
+_stock_validate: Callable[..., None] | None = None
+_stock_find_vector: Callable[[Any], Any] | None = None
+
+
+def _find_float_vector(schema: Any) -> Any:
+    """The stock lookup of the vector field validate_record checks element by element; none
+    while it validates a record whose vector validate_record has already checked."""
+    assert _stock_find_vector is not None
+    return None if getattr(_vector_checked, "on", False) else _stock_find_vector(schema)
+
+
+def validate_record(
+    record: Any, schema: Any, default_properties: dict[str, Any] | None = None
+) -> None:
+    """Milvus Lite's validate_record, with its check of the first vector field done once per
+    record: a list or tuple of the field's length whose elements are all exact floats or ints
+    passes that check as it stands, so the stock function validates the rest of the record
+    without it. Any other value goes through the stock function whole, and fails as it did."""
+    assert _stock_validate is not None and _stock_find_vector is not None
+    field = _stock_find_vector(schema)
+    value: Any = record.get(field.name) if field is not None and isinstance(record, dict) else None
+    if (
+        type(value) not in (list, tuple)
+        or len(value) != field.dim
+        or not set(map(type, value)) <= _NUMBERS
+    ):
+        _stock_validate(record, schema, default_properties=default_properties)
+        return
+    _vector_checked.on = True
+    try:
+        _stock_validate(record, schema, default_properties=default_properties)
+    finally:
+        _vector_checked.on = False
+
+
+_stock_tokenize: Callable[[Any, str], list[str]] | None = None
+
+_BLOCKS_KEPT = 100_000
+"""Blocks whose tokens an analyzer keeps (a catalogue's distinct words are far fewer)."""
+
+_BLOCK_KEPT_CHARS = 32
+"""The longest block kept: words repeat, long runs of characters seldom do, and this bounds
+what the kept blocks can hold whatever the texts (a few tens of MB)."""
+
+
+def tokenize(self: Any, text: str) -> list[str]:
+    """JiebaAnalyzer.tokenize, block by block: jieba splits a text on its word-character
+    pattern and cuts each block alone, and every step after (the search mode's sub-words,
+    stripping, lower case, stop words) is per token, so a text's tokens are its blocks' in
+    order. Each block's are kept, for as long as jieba's dictionary is unchanged."""
+    import jieba
+
+    assert _stock_tokenize is not None
+    kept: dict[str, list[str]] | None = self.__dict__.get("_shopvec_blocks")
+    if kept is None or self.__dict__.get("_shopvec_dictionary") != jieba.dt.total:
+        kept = self.__dict__["_shopvec_blocks"] = {}
+        self.__dict__["_shopvec_dictionary"] = jieba.dt.total
+    tokens: list[str] = []
+    for block in jieba.re_han_default.split(text):
+        if not block:
+            continue
+        cut = kept.get(block)
+        if cut is None:
+            cut = _stock_tokenize(self, block)
+            if len(block) <= _BLOCK_KEPT_CHARS and len(kept) < _BLOCKS_KEPT:
+                kept[block] = cut
+        tokens.extend(cut)
+    return tokens
+
+
+def _install_writes() -> None:
+    global _stock_validate, _stock_find_vector, _stock_tokenize
+    import milvus_lite.engine.collection as collection
+    import milvus_lite.schema.validation as validation
+    from milvus_lite.analyzer.jieba_analyzer import JiebaAnalyzer
+
+    if collection.validate_record is not validate_record:
+        _stock_validate = collection.validate_record
+        _stock_find_vector = validation._find_float_vector
+        collection.validate_record = validate_record
+        validation._find_float_vector = _find_float_vector
+    if JiebaAnalyzer.tokenize is not tokenize:
+        _stock_tokenize = JiebaAnalyzer.tokenize
+        JiebaAnalyzer.tokenize = tokenize
+
+
 _stock_search_sparse: Callable[..., Any] | None = None
 """Collection._search_sparse as Milvus Lite defines it, kept by install()."""
 
@@ -643,8 +753,9 @@ def _bm25_method(
 
 
 def install() -> bool:
-    """Puts execute_search in place of Milvus Lite's search executor, if its version is one
-    this module follows. Returns whether it did."""
+    """Puts execute_search in place of Milvus Lite's search executor (and the write path's
+    validate_record and tokenize in place of theirs), if its version is one this module
+    follows. Returns whether it did."""
     try:
         version = metadata.version("milvus-lite")
     except metadata.PackageNotFoundError:
@@ -665,6 +776,7 @@ def install() -> bool:
     if collection.Collection._search_sparse is not search_sparse:
         _stock_search_sparse = collection.Collection._search_sparse
         collection.Collection._search_sparse = search_sparse
+    _install_writes()
     return True
 
 

@@ -20,6 +20,8 @@ milvus_lite = pytest.importorskip("milvus_lite")
 engine = pytest.importorskip("milvus_lite.engine.collection")
 executor_indexed = pytest.importorskip("milvus_lite.search.executor_indexed")
 sparse_inverted = pytest.importorskip("milvus_lite.index.sparse_inverted")
+validation = pytest.importorskip("milvus_lite.schema.validation")
+jieba_analyzer = pytest.importorskip("milvus_lite.analyzer.jieba_analyzer")
 
 from milvus_lite import CollectionSchema, DataType, FieldSchema, MilvusLite  # noqa: E402
 
@@ -192,6 +194,13 @@ def _restored_after(monkeypatch: pytest.MonkeyPatch) -> None:
         sparse_inverted.SparseInvertedIndex, "search", sparse_inverted.SparseInvertedIndex.search
     )
     monkeypatch.setattr(lite, "_stock_search_sparse", lite._stock_search_sparse)
+    monkeypatch.setattr(engine, "validate_record", engine.validate_record)
+    monkeypatch.setattr(validation, "_find_float_vector", validation._find_float_vector)
+    monkeypatch.setattr(
+        jieba_analyzer.JiebaAnalyzer, "tokenize", jieba_analyzer.JiebaAnalyzer.tokenize
+    )
+    for kept in ("_stock_validate", "_stock_find_vector", "_stock_tokenize"):
+        monkeypatch.setattr(lite, kept, getattr(lite, kept))
 
 
 def test_install_puts_the_executor_in_place_on_a_version_it_follows(
@@ -203,6 +212,9 @@ def test_install_puts_the_executor_in_place_on_a_version_it_follows(
     assert engine.execute_search_with_index is lite.execute_search
     assert engine.Collection._search_sparse is lite.search_sparse
     assert sparse_inverted.SparseInvertedIndex.search is lite._bm25_method
+    assert engine.validate_record is lite.validate_record
+    assert validation._find_float_vector is lite._find_float_vector
+    assert jieba_analyzer.JiebaAnalyzer.tokenize is lite.tokenize
 
 
 def test_install_leaves_another_version_alone(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,6 +224,8 @@ def test_install_leaves_another_version_alone(monkeypatch: pytest.MonkeyPatch) -
     assert not lite.install()
     assert engine.execute_search_with_index is stock
     assert engine.Collection._search_sparse is not lite.search_sparse
+    assert engine.validate_record is not lite.validate_record
+    assert jieba_analyzer.JiebaAnalyzer.tokenize is not lite.tokenize
 
 
 _SERVER_START = """
