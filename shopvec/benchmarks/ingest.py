@@ -11,6 +11,10 @@ encodes as many products as the backlog (up to `RAW_SAMPLE`), so that the two ra
 over the same amount of work: over 256 products (about 2.5 s) one slow batch of eight moved the
 raw rate by a tenth, where the backlog's thirty-odd batches a thread absorb it.
 
+Each run also gives the encoder's CPU per product, in the raw measurements and in the backlog
+(`encoder_cpu_ms_per_product`): a run that lost to its encoder running slower shows it there,
+apart from the work beside the encoder (`backlog_cpu_beside_encoder_pct`).
+
 `--repeat N` runs the whole benchmark N times in one command (each on a fresh stack) and adds a
 summary: the lowest ratio to the raw encoder, the worst freshness p99 against its bound, and
 whether every run met both targets. `--memory-backlogs` runs it once per backlog size, each in a
@@ -77,9 +81,10 @@ RSS_GROWTH_TARGET_PCT = 10.0
 
 def _raw_encoder_rate(
     encoder: Encoder, settings: Settings, n: int, batch: int, threads: int = 1
-) -> float:
+) -> tuple[float, float]:
     """The encoder's calls alone on n products in batches, run as the indexer runs them:
-    `threads` batches at once, each on a thread of its own."""
+    `threads` batches at once, each on a thread of its own. Returns products/s and the
+    threads' CPU seconds."""
     products = catalogue(n, prefix="raw")
     loader = ImageLoader(settings.images)
     loaded = loader.load_many([p.images[0] for p in products])
@@ -88,11 +93,14 @@ def _raw_encoder_rate(
     encoder.encode_texts(texts[:batch])  # warm
     encoder.encode_images(photos[:batch])
     starts = list(range(0, n, batch))
+    used: list[float] = []
 
     def encode(share: list[int]) -> None:
+        started = time.thread_time()
         for i in share:
             encoder.encode_texts(texts[i : i + batch])
             encoder.encode_images(photos[i : i + batch])
+        used.append(time.thread_time() - started)
 
     workers = [threading.Thread(target=encode, args=(starts[k::threads],)) for k in range(threads)]
     started = time.perf_counter()
@@ -100,7 +108,7 @@ def _raw_encoder_rate(
         w.start()
     for w in workers:
         w.join()
-    return n / (time.perf_counter() - started)
+    return n / (time.perf_counter() - started), sum(used)
 
 
 def _publish_backlog(settings: Settings, n: int) -> None:
@@ -130,7 +138,8 @@ def run_ingest_bench(
         warm()
     batch = settings.indexer.batch_size
     with bench_settings(settings) as s:
-        raw_before = _raw_encoder_rate(encoder, s, min(raw_sample, products), batch, encode_threads)
+        raw_n = min(raw_sample, products)
+        raw_before, raw_cpu_before = _raw_encoder_rate(encoder, s, raw_n, batch, encode_threads)
         if aged_events:
             age_topic(s, s.topics.products, aged_events, group_id=s.indexer.group_id)
 
@@ -206,7 +215,7 @@ def run_ingest_bench(
         # Measured again once the indexer has stopped: the shared cores' speed drifts over the
         # minutes between, and the ratio is taken to the better of the two, as timeit reports
         # the best run (other work only ever slows a run down).
-        raw_after = _raw_encoder_rate(encoder, s, min(raw_sample, products), batch, encode_threads)
+        raw_after, raw_cpu_after = _raw_encoder_rate(encoder, s, raw_n, batch, encode_threads)
 
     raw = max(raw_before, raw_after)
     encode_batch_s = [o.encode_seconds for _, o in marks if o.encoded_images]
@@ -220,6 +229,11 @@ def run_ingest_bench(
         "raw_encoder_per_s": round(raw, 2),
         "raw_encoder_per_s_before_after": [round(raw_before, 2), round(raw_after, 2)],
         "ratio_to_raw_encoder": round(sustained / raw, 3),
+        "encoder_cpu_ms_per_product": {
+            "raw_before": round(1000 * raw_cpu_before / raw_n, 2),
+            "raw_after": round(1000 * raw_cpu_after / raw_n, 2),
+            "backlog": round(1000 * backlog_threads["encode"] / products, 2),
+        },
         "half_rate_per_s": round(rate, 2),
         "freshness_p50_s": round(percentile(freshness, 50), 3),
         "freshness_p99_s": round(percentile(freshness, 99), 3),
