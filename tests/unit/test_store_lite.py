@@ -248,3 +248,21 @@ def test_a_server_loads_the_word_analyzer_before_it_serves(argv: list[str], load
         timeout=120,
     )
     assert out.stdout.split()[0] == str(loaded)
+
+
+def test_the_server_loads_neither_torch_nor_the_milvus_client() -> None:
+    """The embedded Milvus server imports this package; what the rest of shopvec.store brings
+    (torch through the encoders' types, pymilvus) would cost it hundreds of MB."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, shopvec.store.lite; "
+            "print([m for m in ('torch', 'transformers', 'pymilvus') if m in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert out.stdout.split() == ["[]"]
