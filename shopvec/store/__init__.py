@@ -43,32 +43,16 @@ __all__ = [
     "filter_expression",
 ]
 
-_HOMES = {
-    **dict.fromkeys(
-        (
-            "LEXICAL_FIELDS",
-            "VECTOR_FIELDS",
-            "CollectionSpec",
-            "Hit",
-            "HybridRanker",
-            "LexicalField",
-            "ProductStore",
-            "SearchFilter",
-            "StoredState",
-            "VectorField",
-        ),
-        "base",
-    ),
-    "InMemoryProductStore": "memory",
-    "MilvusProductStore": "milvus",
-    "filter_expression": "milvus",
-}
+_HOMES = ("base", "memory", "milvus")
+"""Where the names are, in the order looked in: a name of the interface loads nothing more."""
 
 
 def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+    if name in __all__:
+        for home in _HOMES:
+            module = importlib.import_module(f"{__name__}.{home}")
+            if hasattr(module, name):
+                value = getattr(module, name)
+                globals()[name] = value
+                return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
