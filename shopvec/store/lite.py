@@ -349,15 +349,23 @@ def execute_search(
             )
         return direct[source]
 
+    readers: dict[int, dict[str, Callable[[int], Any]]] = {}
+
+    def readers_of(source: int) -> dict[str, Callable[[int], Any]]:
+        if source not in readers:
+            table = in_scope[source].table
+            readers[source] = {n: _cell_reader(table.column(n)) for n in (*wanted, pk_field)}
+        return readers[source]
+
     results: list[list[dict[str, Any]]] = []
     for q in range(nq):
         ranked = sorted(candidates[q])[:top_k]
         hits = []
         for dist, source, lid in ranked:
             if source < n_segments and is_direct(source):
-                table = in_scope[source].table
-                entity = {name: table.column(name)[lid].as_py() for name in wanted}
-                pk = table.column(pk_field)[lid].as_py()
+                cells = readers_of(source)
+                entity = {name: cells[name](lid) for name in wanted}
+                pk = cells[pk_field](lid)
                 hits.append({"id": pk, "distance": dist, "entity": entity})
                 continue
             if source < n_segments:
@@ -369,6 +377,28 @@ def execute_search(
             hits.append({"id": pk, "distance": dist, "entity": project(record)})
         results.append(hits)
     return results
+
+
+def _cell_reader(column: Any) -> Callable[[int], Any]:
+    """Reads a column's value at a row as ``column[row].as_py()`` does. A float vector column
+    without nulls in one chunk (a sealed segment's) is read as a row of its values through
+    numpy: the same floats, without a Python object per element on the way."""
+    import pyarrow as pa
+
+    kind = column.type
+    if (
+        pa.types.is_fixed_size_list(kind)
+        and pa.types.is_float32(kind.value_type)
+        and column.num_chunks == 1
+        and column.null_count == 0
+    ):
+        chunk = column.chunk(0)
+        flat = chunk.flatten()
+        if flat.null_count == 0:
+            values = flat.to_numpy()
+            dim = kind.list_size
+            return lambda row: values[row * dim : (row + 1) * dim].tolist()
+    return lambda row: column[row].as_py()
 
 
 class _Postings:
@@ -715,6 +745,48 @@ def tokenize(self: Any, text: str) -> list[str]:
     return tokens
 
 
+_stock_field_data: Callable[[str, Any, list[Any]], Any] | None = None
+
+_FLOATS = frozenset({float})
+
+
+def build_field_data(name: str, fschema: Any, column: list[Any]) -> Any:
+    """Milvus Lite's _build_field_data (one column of a reply), with a float vector column
+    whose every value is a list of the field's length of exact floats (what a search's hits
+    read) put in the reply whole: the stock function converts each element with ``float()``,
+    which leaves an exact float as it is. Any other column goes through the stock function."""
+    assert _stock_field_data is not None
+    from milvus_lite.adapter.grpc.translators.records import DataType, schema_pb2
+
+    dim = int(getattr(fschema, "dim", 0) or 0)
+    if (
+        fschema.dtype != DataType.FLOAT_VECTOR
+        or dim <= 0
+        or not all(
+            type(v) is list and len(v) == dim and set(map(type, v)) <= _FLOATS for v in column
+        )
+    ):
+        return _stock_field_data(name, fschema, column)
+    fd = schema_pb2.FieldData()
+    fd.field_name = name
+    fd.type = 101  # FloatVector, as the stock function sets it
+    fd.vectors.dim = dim
+    data = fd.vectors.float_vector
+    data.SetInParent()  # present, if empty, as the stock function leaves it for no rows
+    for v in column:
+        data.data.extend(v)
+    return fd
+
+
+def _install_reads() -> None:
+    global _stock_field_data
+    import milvus_lite.adapter.grpc.translators.records as records
+
+    if records._build_field_data is not build_field_data:
+        _stock_field_data = records._build_field_data
+        records._build_field_data = build_field_data
+
+
 def _install_writes() -> None:
     global _stock_validate, _stock_find_vector, _stock_tokenize
     import milvus_lite.engine.collection as collection
@@ -777,6 +849,7 @@ def install() -> bool:
         _stock_search_sparse = collection.Collection._search_sparse
         collection.Collection._search_sparse = search_sparse
     _install_writes()
+    _install_reads()
     return True
 
 

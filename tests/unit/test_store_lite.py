@@ -22,6 +22,7 @@ executor_indexed = pytest.importorskip("milvus_lite.search.executor_indexed")
 sparse_inverted = pytest.importorskip("milvus_lite.index.sparse_inverted")
 validation = pytest.importorskip("milvus_lite.schema.validation")
 jieba_analyzer = pytest.importorskip("milvus_lite.analyzer.jieba_analyzer")
+records = pytest.importorskip("milvus_lite.adapter.grpc.translators.records")
 
 from milvus_lite import CollectionSchema, DataType, FieldSchema, MilvusLite  # noqa: E402
 
@@ -199,7 +200,8 @@ def _restored_after(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         jieba_analyzer.JiebaAnalyzer, "tokenize", jieba_analyzer.JiebaAnalyzer.tokenize
     )
-    for kept in ("_stock_validate", "_stock_find_vector", "_stock_tokenize"):
+    monkeypatch.setattr(records, "_build_field_data", records._build_field_data)
+    for kept in ("_stock_validate", "_stock_find_vector", "_stock_tokenize", "_stock_field_data"):
         monkeypatch.setattr(lite, kept, getattr(lite, kept))
 
 
@@ -215,6 +217,7 @@ def test_install_puts_the_executor_in_place_on_a_version_it_follows(
     assert engine.validate_record is lite.validate_record
     assert validation._find_float_vector is lite._find_float_vector
     assert jieba_analyzer.JiebaAnalyzer.tokenize is lite.tokenize
+    assert records._build_field_data is lite.build_field_data
 
 
 def test_install_leaves_another_version_alone(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -226,6 +229,7 @@ def test_install_leaves_another_version_alone(monkeypatch: pytest.MonkeyPatch) -
     assert engine.Collection._search_sparse is not lite.search_sparse
     assert engine.validate_record is not lite.validate_record
     assert jieba_analyzer.JiebaAnalyzer.tokenize is not lite.tokenize
+    assert records._build_field_data is not lite.build_field_data
 
 
 _SERVER_START = """
