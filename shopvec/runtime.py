@@ -322,7 +322,11 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
             {str(k): v for k, v in q.retrieval.items()}, q.rrf_k, q.lexical_weight
         ),
         photo_crops=PhotoCrops() if q.photo_crops else None,
-        neighbour_words=NeighbourWords() if q.photo_neighbour_words else None,
+        neighbour_words=(
+            NeighbourWords(min_similarity=q.photo_neighbour_words_min_similarity)
+            if q.photo_neighbour_words
+            else None
+        ),
     )
 
 

@@ -294,10 +294,18 @@ class QuerySettings(BaseModel):
         "is small or cut off on a cluttered background",
     )
     photo_neighbour_words: bool = Field(
-        default=False,
+        default=True,
         description="photo queries (image2image) re-ranked by the words of the products they "
         "resemble: each of the 100 nearest by the photo also scored by how close its words are "
         "to the mean words of the 10 nearest (shopvec.search.neighbour_words)",
+    )
+    photo_neighbour_words_min_similarity: float = Field(
+        default=0.7,
+        ge=-1.0,
+        le=1.0,
+        description="the cosine of the photo query's nearest product at or above which its "
+        "neighbours' words re-rank it: a photo farther from everything (a shopper's, on "
+        "clutter) keeps the order of its photo alone; chosen for the offline encoder",
     )
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Metric", "score_from_distance", "similarity"]
+__all__ = ["Metric", "score_from_cosine", "score_from_distance", "similarity"]
 
 Metric = Literal["COSINE", "L2"]
 
@@ -27,3 +27,9 @@ def similarity(query: np.ndarray, candidates: np.ndarray, metric: Metric) -> np.
 def score_from_distance(distance: float, metric: Metric) -> float:
     """Milvus returns a similarity for COSINE and a squared distance for L2."""
     return float(distance) if metric == "COSINE" else -float(distance)
+
+
+def score_from_cosine(cosine: float, metric: Metric) -> float:
+    """The score two unit vectors at this cosine get under the metric: the cosine itself, or
+    for L2 minus their squared distance, 2 cos - 2."""
+    return float(cosine) if metric == "COSINE" else 2.0 * float(cosine) - 2.0

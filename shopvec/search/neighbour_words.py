@@ -14,11 +14,19 @@ combined search counts a leg's lowest score for a product it did not return. Bot
 are the collection's metric (``shopvec.similarity``), so the sum ranks alike under cosine and
 Euclidean.
 
+The feedback is only as good as the neighbours, so it is asked only of a photo whose nearest
+candidate is close (``min_similarity``, a cosine): a catalogue-like photo, whose neighbours are
+products of its kind. A shopper's photo of one product on a cluttered background is far from
+everything, its neighbours say little about its kind, and the words' parts, which differ more
+between products of one kind than their small visual margins do, would push the product itself
+down; such a photo keeps the order of its photo alone.
+
 The words' vectors come back with the search's hits (``with_vectors``; read apart only for a
 hit without them). It costs a deeper search per photo query, nothing at indexing. The setting
-(10 neighbours, weight 1, 100 candidates) was chosen on the development data; it is off by
-default, for it ranks the kind of product above the product itself (docs/evaluation.md,
-"Photo to photo: the neighbours' words").
+(10 neighbours, weight 1, 100 candidates, nearest at cosine 0.7 or more) was chosen on the
+development data for the offline encoder (docs/evaluation.md, "Photo to photo: the neighbours'
+words"); another encoder's similarities lie on another scale, and its ``min_similarity`` is
+measured the same way.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shopvec.search.plan import Plan
-from shopvec.similarity import Metric, similarity
+from shopvec.similarity import Metric, score_from_cosine, similarity
 from shopvec.store.base import Hit, ProductStore
 
 __all__ = ["NeighbourWords", "rescore"]
@@ -68,6 +76,13 @@ class NeighbourWords:
     neighbours: int = 10
     weight: float = 1.0
     depth: int = 100
+    min_similarity: float = 0.7
+
+    def trusts(self, hits: Sequence[Hit], metric: Metric) -> bool:
+        """Whether the nearest of the hits (best first) is close enough to the photo for its
+        neighbours' words to be asked: at ``min_similarity`` (a cosine of unit vectors) or
+        closer."""
+        return bool(hits) and hits[0].score >= score_from_cosine(self.min_similarity, metric)
 
     def wants(self, plan: Plan) -> bool:
         """Whether this plan's search is re-ranked: a photo query searching the visual field
@@ -83,8 +98,8 @@ class NeighbourWords:
             leg.with_vectors = ("text_vec",)
 
     def refine(self, plans: Sequence[Plan], store: ProductStore) -> None:
-        """Re-ranks the primary leg of each photo query it wants (a store read only for hits
-        that came back without their words' vectors)."""
+        """Re-ranks the primary leg of each photo query it wants and whose nearest hit it
+        trusts (a store read only for hits that came back without their words' vectors)."""
         todo = [
             p
             for p in plans
@@ -92,7 +107,7 @@ class NeighbourWords:
             and p.error is None
             and p.legs
             and p.legs[0].field == "visual_vec"
-            and p.legs[0].hits
+            and self.trusts(p.legs[0].hits, store.spec.metric)
         ]
         if not todo:
             return

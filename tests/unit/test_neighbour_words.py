@@ -63,9 +63,17 @@ def test_no_neighbour_with_words_leaves_the_order_alone() -> None:
     assert parts == {}
 
 
-@pytest.fixture
-def service() -> SearchService:
-    """Each colour as a shirt and a shoe with the same photo: only the words tell them apart."""
+def test_the_neighbours_are_asked_only_when_the_nearest_is_close() -> None:
+    words = NeighbourWords(min_similarity=0.7)
+    assert words.trusts(_hits({"a": 0.7, "b": 0.2}), "COSINE")
+    assert not words.trusts(_hits({"a": 0.69, "b": 0.6}), "COSINE")
+    assert not words.trusts([], "COSINE")
+    # Under L2 the bound is the squared distance of unit vectors at that cosine: 2 cos - 2.
+    assert words.trusts(_hits({"a": -0.6}), "L2")
+    assert not words.trusts(_hits({"a": -0.62}), "L2")
+
+
+def _service(min_similarity: float) -> SearchService:
     enc = HashingEncoder()
     fusion = Fusion("weighted", 0.5, enc.info.joint_dim)
     store = InMemoryProductStore(
@@ -83,8 +91,14 @@ def service() -> SearchService:
         for kind in ("shirt", "shoe")
     ]
     ProductIndexer(enc, store, Images(), fusion).apply(products)
-    words = NeighbourWords(neighbours=1, weight=1.0, depth=50)
+    words = NeighbourWords(neighbours=1, weight=1.0, depth=50, min_similarity=min_similarity)
     return SearchService(enc, store, fusion, Images(), max_top_k=50, neighbour_words=words)
+
+
+@pytest.fixture
+def service() -> SearchService:
+    """Each colour as a shirt and a shoe with the same photo: only the words tell them apart."""
+    return _service(0.7)
 
 
 def test_photo_queries_are_re_ranked_and_explained(service: SearchService) -> None:
@@ -122,3 +136,17 @@ def test_other_rankers_and_scenarios_are_not_re_ranked(service: SearchService) -
     assert all("neighbour_words" not in r.explanation for r in combined.results)
     words = service.search(SearchRequest(request_id="w", text="shirt", top_k=2))
     assert all("neighbour_words" not in r.explanation for r in words.results)
+
+
+def test_a_photo_far_from_every_product_keeps_its_own_order() -> None:
+    photo = png(COLOURS["red"])
+    trusted = _service(0.7).search(SearchRequest(request_id="q", image_base64=photo, top_k=6))
+    # Nearer than any product can be: the neighbours are never asked.
+    alone = _service(1.01).search(SearchRequest(request_id="q", image_base64=photo, top_k=6))
+    assert alone.error is None and trusted.error is None
+    assert all("neighbour_words" not in r.explanation for r in alone.results)
+    assert all("neighbour_words" in r.explanation for r in trusted.results)
+    found = [r.product_id for r in alone.results]
+    # By the photo alone a colour's shirt and shoe tie, and the tie goes by id: shirt first.
+    for colour in ("green", "blue"):
+        assert found.index(f"{colour}-shirt") < found.index(f"{colour}-shoe")
