@@ -19,7 +19,9 @@ candidate is close (``min_similarity``, a cosine): a catalogue-like photo, whose
 products of its kind. A shopper's photo of one product on a cluttered background is far from
 everything, its neighbours say little about its kind, and the words' parts, which differ more
 between products of one kind than their small visual margins do, would push the product itself
-down; such a photo keeps the order of its photo alone.
+down; such a photo keeps the order of its photo alone. The photo as sent is judged, not its crops
+(``shopvec.search.photo_crops``): a crop that happens to come near a product does not make a
+shopper's photo a catalogue one.
 
 The words' vectors come back with the search's hits (``with_vectors``; read apart only for a
 hit without them). It costs a deeper search per photo query, nothing at indexing. The setting
@@ -78,11 +80,11 @@ class NeighbourWords:
     depth: int = 100
     min_similarity: float = 0.7
 
-    def trusts(self, hits: Sequence[Hit], metric: Metric) -> bool:
-        """Whether the nearest of the hits (best first) is close enough to the photo for its
-        neighbours' words to be asked: at ``min_similarity`` (a cosine of unit vectors) or
-        closer."""
-        return bool(hits) and hits[0].score >= score_from_cosine(self.min_similarity, metric)
+    def trusts(self, nearest: float | None, metric: Metric) -> bool:
+        """Whether the photo's nearest product (its score, under the metric) is close enough
+        for the neighbours' words to be asked: at ``min_similarity`` (a cosine of unit
+        vectors) or closer."""
+        return nearest is not None and nearest >= score_from_cosine(self.min_similarity, metric)
 
     def wants(self, plan: Plan) -> bool:
         """Whether this plan's search is re-ranked: a photo query searching the visual field
@@ -98,8 +100,9 @@ class NeighbourWords:
             leg.with_vectors = ("text_vec",)
 
     def refine(self, plans: Sequence[Plan], store: ProductStore) -> None:
-        """Re-ranks the primary leg of each photo query it wants and whose nearest hit it
-        trusts (a store read only for hits that came back without their words' vectors)."""
+        """Re-ranks the primary leg of each photo query it wants and whose photo's nearest
+        product it trusts (``Plan.nearest``: the whole photo's, not a crop's). A store read
+        only for hits that came back without their words' vectors."""
         todo = [
             p
             for p in plans
@@ -107,7 +110,8 @@ class NeighbourWords:
             and p.error is None
             and p.legs
             and p.legs[0].field == "visual_vec"
-            and self.trusts(p.legs[0].hits, store.spec.metric)
+            and p.legs[0].hits
+            and self.trusts(p.nearest, store.spec.metric)
         ]
         if not todo:
             return

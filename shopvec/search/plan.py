@@ -88,6 +88,8 @@ class Plan:
     photo_confidence: float | None = None
     like: dict[str, Any] | None = None
     legs: list[Leg] = dc_field(default_factory=list)
+    nearest: float | None = None
+    """The primary leg's best score as the query itself found it, before any crop's."""
     neighbour_words: dict[str, dict[str, float]] = dc_field(default_factory=dict)
     """Per product id, the visual and words' parts of a photo query's score, where the
     neighbours' words re-ranked it (shopvec.search.neighbour_words)."""

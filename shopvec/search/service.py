@@ -124,6 +124,9 @@ class SearchService:
                 self._neighbour_words.widen(p)
         self._search_lexical([p for p in searching if p.legs and p.legs[0].lexical])
         self._run([p.legs[0] for p in searching if p.legs])
+        for p in searching:
+            if p.legs and p.legs[0].hits:
+                p.nearest = p.legs[0].hits[0].score
         if self._photo_crops is not None:
             self._photo_crops.refine(searching, self._encoder, self._images, self._store)
         if self._neighbour_words is not None:

@@ -65,12 +65,12 @@ def test_no_neighbour_with_words_leaves_the_order_alone() -> None:
 
 def test_the_neighbours_are_asked_only_when_the_nearest_is_close() -> None:
     words = NeighbourWords(min_similarity=0.7)
-    assert words.trusts(_hits({"a": 0.7, "b": 0.2}), "COSINE")
-    assert not words.trusts(_hits({"a": 0.69, "b": 0.6}), "COSINE")
-    assert not words.trusts([], "COSINE")
+    assert words.trusts(0.7, "COSINE")
+    assert not words.trusts(0.69, "COSINE")
+    assert not words.trusts(None, "COSINE")
     # Under L2 the bound is the squared distance of unit vectors at that cosine: 2 cos - 2.
-    assert words.trusts(_hits({"a": -0.6}), "L2")
-    assert not words.trusts(_hits({"a": -0.62}), "L2")
+    assert words.trusts(-0.6, "L2")
+    assert not words.trusts(-0.62, "L2")
 
 
 def _service(min_similarity: float) -> SearchService:

@@ -15,6 +15,7 @@ from shopvec.encoders import HashingEncoder
 from shopvec.fusion import Fusion
 from shopvec.indexing import ProductIndexer
 from shopvec.search import SearchService
+from shopvec.search.neighbour_words import NeighbourWords
 from shopvec.search.photo_crops import PhotoCrops, crop_grid, merge_best
 from shopvec.store import CollectionSpec, InMemoryProductStore
 from shopvec.store.base import Hit
@@ -45,7 +46,9 @@ def test_merge_keeps_each_products_best_score() -> None:
     assert [(h.id, h.score) for h in merged] == [("b", 0.9), ("a", 0.5)]
 
 
-def test_a_small_product_on_a_busy_background_is_found_by_its_crop() -> None:
+def _scene() -> tuple[HashingEncoder, InMemoryProductStore, Fusion, SearchRequest]:
+    """Four one-colour products, and a shopper's photo: the red one in a corner of a scene in
+    grey and teal stripes."""
     enc = HashingEncoder()
     fusion = Fusion("weighted", 0.5, enc.info.joint_dim)
     store = InMemoryProductStore(
@@ -68,12 +71,15 @@ def test_a_small_product_on_a_busy_background_is_found_by_its_crop() -> None:
         for name, rgb in colours.items()
     ]
     ProductIndexer(enc, store, Images(), fusion).apply(products)
-    # A shopper's photo: the red product in one corner of a scene in grey and teal stripes.
     scene = Image.new("RGB", (96, 96), colours["grey"])
     for x in range(0, 96, 12):
         scene.paste(Image.new("RGB", (6, 96), colours["teal"]), (x, 0))
     scene.paste(Image.new("RGB", (48, 48), colours["red"]), (0, 0))
-    request = SearchRequest(request_id="q", image_base64=_b64(scene), top_k=2)
+    return enc, store, fusion, SearchRequest(request_id="q", image_base64=_b64(scene), top_k=2)
+
+
+def test_a_small_product_on_a_busy_background_is_found_by_its_crop() -> None:
+    enc, store, fusion, request = _scene()
     whole = SearchService(enc, store, fusion, Images()).search(request)
     crops = SearchService(enc, store, fusion, Images(), photo_crops=PhotoCrops()).search(request)
     assert whole.error is None and crops.error is None
@@ -83,3 +89,21 @@ def test_a_small_product_on_a_busy_background_is_found_by_its_crop() -> None:
     scores = [r.score for r in crops.results]
     assert scores == sorted(scores, reverse=True)
     assert np.isclose(scores[0], 1.0, atol=1e-5)  # one crop is all red
+
+
+def test_the_neighbours_words_judge_the_whole_photo_not_its_crops() -> None:
+    enc, store, fusion, request = _scene()
+    nearest = SearchService(enc, store, fusion, Images()).search(request).results[0].score
+    assert nearest < 0.99  # while one crop is at 1.0
+
+    def explained(min_similarity: float) -> bool:
+        words = NeighbourWords(neighbours=1, min_similarity=min_similarity)
+        service = SearchService(
+            enc, store, fusion, Images(), photo_crops=PhotoCrops(), neighbour_words=words
+        )
+        reply = service.search(request)
+        assert reply.error is None and reply.results[0].product_id == "red"
+        return all("neighbour_words" in r.explanation for r in reply.results)
+
+    assert not explained(0.99)
+    assert explained(nearest - 0.01)
