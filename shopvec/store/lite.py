@@ -28,6 +28,14 @@ cuts every text whole for BM25, though a text's tokens are its blocks' (the runs
 pattern splits it into) in order: `tokenize` keeps each block's tokens, and a catalogue's
 words repeat. Differential tests hold both to the stock results.
 
+A reply that carries vectors (a photo search's 100 candidates with their words' vectors) had
+two more: each hit's vector read element by element into Python floats, and each float passed
+through ``float()`` on its way into the reply. A sealed segment's vector is read as a float32
+numpy row, and `build_field_data` puts a column of such rows (or of exact-float lists) into
+the reply as one block of float32s; any other column goes through the stock translator.
+Differential tests hold the hits to the stock executor's values and the reply to the stock
+translator's bytes.
+
 `python -m shopvec.store.lite server --data-dir D --host H --port P` runs the stock command
 line with this search path installed, on the Milvus Lite versions it was written against; on
 any other it leaves the stock path alone and says so.
@@ -49,6 +57,7 @@ import numpy as np
 __all__ = [
     "SUPPORTED_VERSIONS",
     "bm25_search",
+    "build_field_data",
     "execute_search",
     "install",
     "main",
@@ -380,9 +389,10 @@ def execute_search(
 
 
 def _cell_reader(column: Any) -> Callable[[int], Any]:
-    """Reads a column's value at a row as ``column[row].as_py()`` does. A float vector column
-    without nulls in one chunk (a sealed segment's) is read as a row of its values through
-    numpy: the same floats, without a Python object per element on the way."""
+    """Reads a column's value at a row as ``column[row].as_py()`` does, but for a float vector
+    column without nulls in one chunk (a sealed segment's): its row as a float32 numpy array
+    (a view), the same floats without a Python object per element, which `build_field_data`
+    puts into the reply as they are."""
     import pyarrow as pa
 
     kind = column.type
@@ -397,7 +407,7 @@ def _cell_reader(column: Any) -> Callable[[int], Any]:
         if flat.null_count == 0:
             values = flat.to_numpy()
             dim = kind.list_size
-            return lambda row: values[row * dim : (row + 1) * dim].tolist()
+            return lambda row: values[row * dim : (row + 1) * dim]
     return lambda row: column[row].as_py()
 
 
@@ -750,32 +760,53 @@ _stock_field_data: Callable[[str, Any, list[Any]], Any] | None = None
 _FLOATS = frozenset({float})
 
 
+def _float32_rows(column: list[Any], dim: int) -> np.ndarray | None:
+    """A float vector column as float32 rows, where every value is one the stock translator
+    turns, element by element, into the same float32s: a float32 numpy row of the field's
+    length (a segment's read) or a list of exact floats (a memtable row). Otherwise none."""
+    if all(type(v) is np.ndarray and v.dtype == np.float32 and v.shape == (dim,) for v in column):
+        return np.stack(column)
+    if all(type(v) is list and len(v) == dim and set(map(type, v)) <= _FLOATS for v in column):
+        # A float beyond float32's range becomes an infinity, as the stock cast makes it.
+        with np.errstate(over="ignore"):
+            return np.array(column, dtype=np.float32)
+    return None
+
+
 def build_field_data(name: str, fschema: Any, column: list[Any]) -> Any:
-    """Milvus Lite's _build_field_data (one column of a reply), with a float vector column
-    whose every value is a list of the field's length of exact floats (what a search's hits
-    read) put in the reply whole: the stock function converts each element with ``float()``,
-    which leaves an exact float as it is. Any other column goes through the stock function."""
+    """Milvus Lite's _build_field_data (one column of a reply), with a float vector column of
+    float32 rows or exact-float lists (what a search's hits read) put into the reply as one
+    block of float32s: the stock function appends each element with ``float()``, one Python
+    call per float, to the same packed field. Any other column goes through the stock
+    function."""
     assert _stock_field_data is not None
     from milvus_lite.adapter.grpc.translators.records import DataType, schema_pb2
 
     dim = int(getattr(fschema, "dim", 0) or 0)
-    if (
-        fschema.dtype != DataType.FLOAT_VECTOR
-        or dim <= 0
-        or not all(
-            type(v) is list and len(v) == dim and set(map(type, v)) <= _FLOATS for v in column
-        )
-    ):
+    rows = (
+        _float32_rows(column, dim)
+        if fschema.dtype == DataType.FLOAT_VECTOR and dim > 0 and column
+        else None
+    )
+    if rows is None:
         return _stock_field_data(name, fschema, column)
     fd = schema_pb2.FieldData()
     fd.field_name = name
     fd.type = 101  # FloatVector, as the stock function sets it
     fd.vectors.dim = dim
-    data = fd.vectors.float_vector
-    data.SetInParent()  # present, if empty, as the stock function leaves it for no rows
-    for v in column:
-        data.data.extend(v)
+    # FloatArray's `repeated float data = 1`, packed: its tag, the length, little-endian floats.
+    raw = rows.astype("<f4", copy=False).tobytes()
+    fd.vectors.float_vector.MergeFromString(b"\x0a" + _varint(len(raw)) + raw)
     return fd
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def _install_reads() -> None:
@@ -825,9 +856,9 @@ def _bm25_method(
 
 
 def install() -> bool:
-    """Puts execute_search in place of Milvus Lite's search executor (and the write path's
-    validate_record and tokenize in place of theirs), if its version is one this module
-    follows. Returns whether it did."""
+    """Puts execute_search in place of Milvus Lite's search executor (the write path's
+    validate_record and tokenize, and the reply's build_field_data, in place of theirs), if
+    its version is one this module follows. Returns whether it did."""
     try:
         version = metadata.version("milvus-lite")
     except metadata.PackageNotFoundError:

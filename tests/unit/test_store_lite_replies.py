@@ -1,7 +1,8 @@
 """The embedded server's reply path against Milvus Lite's own: a float vector column of a
-search's hits goes into the reply as the stock translator puts it, byte for byte, and any
-other column (nulls, ints, numpy floats, wrong lengths, tuples, other types) goes through the
-stock translator and gets its result or its error."""
+search's hits (float32 rows, or lists of exact floats) goes into the reply as the stock
+translator puts it, byte for byte, and any other column (nulls, ints, numpy floats, float64
+rows, wrong lengths, tuples, other types) goes through the stock translator and gets its
+result or its error."""
 
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ F32 = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
 
 COLUMNS: dict[str, tuple[FieldSchema, list[Any]]] = {
     "floats": (VECTOR, [ROW, [float(x) for x in F32], [0.0] * DIM]),
+    "float32 rows": (VECTOR, [F32, F32[::-1].copy(), np.zeros(DIM, np.float32)]),
+    "a float32 row's view": (VECTOR, [np.arange(2 * DIM, dtype=np.float32)[DIM:]]),
+    "not a number and infinities": (VECTOR, [[float("nan"), float("inf"), -float("inf"), 1e40]]),
+    "float32 rows, not a number": (VECTOR, [np.array([np.nan, np.inf, 0.0, -0.0], np.float32)]),
+    "rows and lists": (VECTOR, [F32, ROW]),
+    "float64 rows": (VECTOR, [F32.astype(np.float64)]),
+    "a float32 row too short": (VECTOR, [F32[:3]]),
+    "a float32 matrix": (VECTOR, [np.zeros((1, DIM), np.float32)]),
     "one row": (VECTOR, [ROW]),
     "no rows": (VECTOR, []),
     "ints among the floats": (VECTOR, [[1, 2.0, 3, 4.5]]),
@@ -73,7 +82,9 @@ def test_exact_floats_skip_the_stock_translator(monkeypatch: pytest.MonkeyPatch)
         return STOCK(name, schema, column)
 
     monkeypatch.setattr(lite, "_stock_field_data", stock)
-    lite.build_field_data("fast", VECTOR, [ROW, ROW])
-    lite.build_field_data("slow", VECTOR, [list(F32)])
+    lite.build_field_data("lists", VECTOR, [ROW, ROW])
+    lite.build_field_data("rows", VECTOR, [F32, F32])
+    lite.build_field_data("numpy floats", VECTOR, [list(F32)])
+    lite.build_field_data("mixed", VECTOR, [F32, ROW])
     lite.build_field_data("text", TEXT, ["x"])
-    assert called == ["slow", "text"]
+    assert called == ["numpy floats", "mixed", "text"]
