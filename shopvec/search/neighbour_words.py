@@ -19,9 +19,13 @@ candidate is close (``min_similarity``, a cosine): a catalogue-like photo, whose
 products of its kind. A shopper's photo of one product on a cluttered background is far from
 everything, its neighbours say little about its kind, and the words' parts, which differ more
 between products of one kind than their small visual margins do, would push the product itself
-down; such a photo keeps the order of its photo alone. The photo as sent is judged, not its crops
-(``shopvec.search.photo_crops``): a crop that happens to come near a product does not make a
-shopper's photo a catalogue one.
+down; such a photo keeps the order of its photo alone. So does a product's own catalogue
+photo (``max_similarity``: a cosine of 0.99 or more, the photo as the catalogue holds it): its
+product comes first by its photo, and its words must not move it. (A re-compressed or shrunk
+copy of a catalogue photo lies farther from it in this encoder's vectors, a median cosine of
+0.85 to 0.94, among the product's neighbours, and is re-ranked like any catalogue photo.) The
+photo as sent is judged, not its crops (``shopvec.search.photo_crops``): a crop that happens to
+come near a product does not make a shopper's photo a catalogue one.
 
 The words' vectors come back with the search's hits (``with_vectors``; read apart only for a
 hit without them). It costs a deeper search per photo query, nothing at indexing. The setting
@@ -79,12 +83,16 @@ class NeighbourWords:
     weight: float = 1.0
     depth: int = 100
     min_similarity: float = 0.7
+    max_similarity: float = 0.99
 
     def trusts(self, nearest: float | None, metric: Metric) -> bool:
         """Whether the photo's nearest product (its score, under the metric) is close enough
-        for the neighbours' words to be asked: at ``min_similarity`` (a cosine of unit
-        vectors) or closer."""
-        return nearest is not None and nearest >= score_from_cosine(self.min_similarity, metric)
+        for the neighbours' words to be asked, at ``min_similarity`` (a cosine of unit vectors)
+        or closer, and not the photo's own product: at ``max_similarity`` or closer the photo
+        is that product's photo, and its order by the photo alone puts it first."""
+        return nearest is not None and score_from_cosine(
+            self.min_similarity, metric
+        ) <= nearest < score_from_cosine(self.max_similarity, metric)
 
     def wants(self, plan: Plan) -> bool:
         """Whether this plan's search is re-ranked: a photo query searching the visual field

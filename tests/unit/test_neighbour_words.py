@@ -73,7 +73,16 @@ def test_the_neighbours_are_asked_only_when_the_nearest_is_close() -> None:
     assert not words.trusts(-0.62, "L2")
 
 
-def _service(min_similarity: float) -> SearchService:
+def test_a_photo_of_the_product_itself_keeps_its_own_order() -> None:
+    words = NeighbourWords(min_similarity=0.7, max_similarity=0.99)
+    assert words.trusts(0.98, "COSINE")
+    assert not words.trusts(0.99, "COSINE")
+    assert not words.trusts(1.0, "COSINE")
+    assert not words.trusts(-0.0, "L2")  # the same vector
+    assert words.trusts(2 * 0.98 - 2, "L2")
+
+
+def _service(min_similarity: float, max_similarity: float = 1.01) -> SearchService:
     enc = HashingEncoder()
     fusion = Fusion("weighted", 0.5, enc.info.joint_dim)
     store = InMemoryProductStore(
@@ -91,14 +100,21 @@ def _service(min_similarity: float) -> SearchService:
         for kind in ("shirt", "shoe")
     ]
     ProductIndexer(enc, store, Images(), fusion).apply(products)
-    words = NeighbourWords(neighbours=1, weight=1.0, depth=50, min_similarity=min_similarity)
+    words = NeighbourWords(
+        neighbours=1,
+        weight=1.0,
+        depth=50,
+        min_similarity=min_similarity,
+        max_similarity=max_similarity,
+    )
     return SearchService(enc, store, fusion, Images(), max_top_k=50, neighbour_words=words)
 
 
 @pytest.fixture
 def service() -> SearchService:
-    """Each colour as a shirt and a shoe with the same photo: only the words tell them apart."""
-    return _service(0.7)
+    """Each colour as a shirt and a shoe with the same photo: only the words tell them apart.
+    The queries are the products' own photos, so the bound that leaves those alone is lifted."""
+    return _service(0.7, max_similarity=1.01)
 
 
 def test_photo_queries_are_re_ranked_and_explained(service: SearchService) -> None:
@@ -150,3 +166,14 @@ def test_a_photo_far_from_every_product_keeps_its_own_order() -> None:
     # By the photo alone a colour's shirt and shoe tie, and the tie goes by id: shirt first.
     for colour in ("green", "blue"):
         assert found.index(f"{colour}-shirt") < found.index(f"{colour}-shoe")
+
+
+def test_a_products_own_photo_keeps_its_own_order_by_default() -> None:
+    photo = png(COLOURS["green"])
+    reply = _service(0.7, max_similarity=0.99).search(
+        SearchRequest(request_id="q", image_base64=photo, top_k=2)
+    )
+    assert reply.error is None
+    assert [r.product_id for r in reply.results] == ["green-shirt", "green-shoe"]
+    assert reply.results[0].score == pytest.approx(1.0, abs=1e-5)
+    assert all("neighbour_words" not in r.explanation for r in reply.results)
