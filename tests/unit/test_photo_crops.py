@@ -97,7 +97,8 @@ def test_the_neighbours_words_judge_the_whole_photo_not_its_crops() -> None:
     assert nearest < 0.99  # while one crop is at 1.0
 
     def explained(min_similarity: float) -> bool:
-        words = NeighbourWords(neighbours=1, min_similarity=min_similarity)
+        # No upper bound: the crop at 1.0 alone would be trusted if crops were judged.
+        words = NeighbourWords(neighbours=1, min_similarity=min_similarity, max_similarity=1.01)
         service = SearchService(
             enc, store, fusion, Images(), photo_crops=PhotoCrops(), neighbour_words=words
         )
