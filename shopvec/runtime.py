@@ -45,13 +45,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def build_encoder(settings: Settings, *, threads: int | None = None) -> Encoder:
-    """threads: torch threads, in place of the encoder settings' own (the query worker's)."""
+def build_encoder(
+    settings: Settings, *, threads: int | None = None, regions: bool = True
+) -> Encoder:
+    """threads: torch threads, in place of the encoder settings' own (the query worker's).
+    regions: False for an encoder that only encodes queries, whose photos are never fused by
+    their regions (their vectors are the same either way; the regions cost time)."""
     if threads is not None:
         settings = settings.model_copy(
             update={"encoder": settings.encoder.model_copy(update={"threads": threads})}
         )
-    encoder = _build_base_encoder(settings)
+    encoder = _build_base_encoder(settings, regions=regions)
     # Load the weights now, so a worker is ready only once its first request will be fast.
     warm_up = getattr(encoder, "warm_up", None)
     if callable(warm_up):
@@ -65,7 +69,7 @@ def build_encoder(settings: Settings, *, threads: int | None = None) -> Encoder:
     return encoder
 
 
-def _build_base_encoder(settings: Settings) -> Encoder:
+def _build_base_encoder(settings: Settings, *, regions: bool) -> Encoder:
     enc = settings.encoder
     if enc.backend == "clip":
         from shopvec.encoders.clip import ClipFamilyEncoder
@@ -78,12 +82,15 @@ def _build_base_encoder(settings: Settings) -> Encoder:
             dtype=enc.dtype,
             threads=enc.threads,
             batch_size=enc.batch_size,
+            regions=regions,
         )
     from shopvec.encoders.offline import OfflineEncoder
 
     # The photos' regions are for attention fusion only; the other methods do without them.
     return OfflineEncoder(
-        threads=enc.threads, batch_size=enc.batch_size, regions=enc.fusion == "attention"
+        threads=enc.threads,
+        batch_size=enc.batch_size,
+        regions=regions and enc.fusion == "attention",
     )
 
 
@@ -345,7 +352,7 @@ def build_query_worker(
     q = settings.query
     producer = Producer(producer_config(settings, **{"linger.ms": 0}))
     service = build_search_service(
-        settings, encoder or build_encoder(settings, threads=q.encoder_threads)
+        settings, encoder or build_encoder(settings, threads=q.encoder_threads, regions=False)
     )
     runtime = _stream(
         settings,

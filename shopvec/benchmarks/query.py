@@ -422,9 +422,11 @@ def run_query_bench(
     aged_events: int = 0,
 ) -> dict[str, Any]:
     # The worker process builds its encoder from the settings: so does the reference here,
-    # with the query worker's torch threads, and numpy's BLAS on one thread as the worker
-    # does (workers._run).
-    encoder = build_encoder(settings, threads=settings.query.encoder_threads)
+    # with the query worker's torch threads and without photo regions, and numpy's BLAS on
+    # one thread as the worker does (workers._run). The seed rows are an indexer's, built
+    # first (torch's thread count is the process's: the last encoder built sets it).
+    indexer_encoder = build_encoder(settings)
+    encoder = build_encoder(settings, threads=settings.query.encoder_threads, regions=False)
     limit_blas_threads(settings.blas_threads)
     rng = np.random.default_rng(7)
     products = catalogue(sample, prefix="q")
@@ -432,7 +434,8 @@ def run_query_bench(
     photos = [p.images[0].data_base64 for p in products]
     out: dict[str, Any] = {"encoder": encoder.info.model_id, "rate_per_s": rate, "sizes": {}}
     with bench_settings(settings, partitions=2) as s:
-        seeds = _seed_rows(encoder, s, sample)
+        seeds = _seed_rows(indexer_encoder, s, sample)
+        del indexer_encoder
         for n in sizes:
             tag = uuid.uuid4().hex[:6]
             sized = s.model_copy(

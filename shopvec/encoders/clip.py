@@ -83,7 +83,10 @@ class ClipFamilyEncoder:
         batch_size: int = 32,
         text_max_length: int,
         pad_to_max_length: bool = False,
+        regions: bool = True,
     ) -> None:
+        """regions: also give each photo's patch tokens in the joint space, where the
+        checkpoint has them (for attention fusion; a query needs none)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         for method in ("get_text_features", "get_image_features"):
@@ -103,7 +106,8 @@ class ClipFamilyEncoder:
         self._image_args = _named_parameters(model.get_image_features)
         vision = getattr(model, "vision_model", None)
         self.gives_regions = (
-            callable(getattr(model, "visual_projection", None))
+            regions
+            and callable(getattr(model, "visual_projection", None))
             and vision is not None
             and callable(getattr(vision, "post_layernorm", None))
             and "pixel_values" in self._image_args
@@ -123,6 +127,7 @@ class ClipFamilyEncoder:
         threads: int | None = None,
         batch_size: int = 32,
         cache_dir: str | None = None,
+        regions: bool = True,
     ) -> ClipFamilyEncoder:
         """Load from a local folder, or a hub id already in the hub cache; never downloads.
 
@@ -170,6 +175,7 @@ class ClipFamilyEncoder:
             batch_size=batch_size,
             text_max_length=max_length,
             pad_to_max_length=pad_to_max_length,
+            regions=regions,
         )
         log.info(
             "loaded %s (%s) version %s on %s as %s: dim %d, text max length %d",

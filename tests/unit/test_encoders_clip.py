@@ -313,7 +313,7 @@ def test_hub_id_loads_from_the_cache_only(
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_patch_tokens_are_the_regions_in_the_joint_space(
-    family: str, encoders: dict[str, ClipFamilyEncoder]
+    family: str, encoders: dict[str, ClipFamilyEncoder], checkpoints: dict[str, Path]
 ) -> None:
     encoder = encoders[family]
     images = _images()
@@ -328,3 +328,9 @@ def test_patch_tokens_are_the_regions_in_the_joint_space(
     assert vectors.region_confidence is None
     empty = encoder.encode_images([])
     assert empty.regions is not None and empty.regions.shape[0] == 0
+    # An encoder for queries only (the query worker's) skips them; its vectors are the same.
+    without = ClipFamilyEncoder.from_pretrained(str(checkpoints[family]), regions=False)
+    assert not without.gives_regions
+    got = without.encode_images(images)
+    assert got.regions is None
+    np.testing.assert_allclose(got.joint, vectors.joint, atol=1e-5)

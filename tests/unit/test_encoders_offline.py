@@ -12,6 +12,8 @@ import torch
 from shopvec.benchmarks.common import catalogue
 from shopvec.encoders.offline import OfflineEncoder, _efficientnet_lite0
 from shopvec.imaging.decode import decode_base64, decode_image
+from shopvec.runtime import build_encoder
+from shopvec.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +105,14 @@ def test_threads_sharing_the_encoder_get_what_one_alone_gets(
     for joint, text in got:
         np.testing.assert_allclose(joint, want_photos.joint, atol=1e-5)
         np.testing.assert_allclose(text, want_titles, atol=1e-6)
+
+
+def test_an_encoder_for_queries_gives_no_regions() -> None:
+    """The query worker's encoder: its photos are never fused by their regions."""
+    settings = Settings()
+    assert settings.encoder.fusion == "attention"
+    indexer = build_encoder(settings, threads=1)
+    query = build_encoder(settings, threads=1, regions=False)
+    assert getattr(indexer, "gives_regions", False)
+    assert not getattr(query, "gives_regions", True)
+    assert query.info == indexer.info
