@@ -303,6 +303,7 @@ def build_indexer_service(
 def build_search_service(settings: Settings, encoder: Encoder | None = None) -> SearchService:
     from shopvec.imaging import ImageLoader
     from shopvec.search import SearchService
+    from shopvec.search.glossary import cedict_glossary
     from shopvec.search.lexical import RetrievalConfig
     from shopvec.search.neighbour_words import NeighbourWords
     from shopvec.search.photo_crops import PhotoCrops
@@ -312,9 +313,9 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
     store = build_store(settings, collection_spec(settings, encoder, fusion))
     store.ensure()
     q = settings.query
-    if store.lexical and "weighted" in q.retrieval.values():
-        # The weighted ranker's coverages cut words with jieba: its dictionary is loaded now,
-        # not on the first query with words.
+    if q.translate_chinese or (store.lexical and "weighted" in q.retrieval.values()):
+        # The glossary and the weighted ranker's coverages cut words with jieba: its
+        # dictionary is loaded now, not on the first query with words.
         from shopvec.terms import jieba_loaded
 
         jieba_loaded()
@@ -328,6 +329,7 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
         retrieval=RetrievalConfig(
             {str(k): v for k, v in q.retrieval.items()}, q.rrf_k, q.lexical_weight
         ),
+        glossary=cedict_glossary() if q.translate_chinese else None,
         photo_crops=PhotoCrops() if q.photo_crops else None,
         neighbour_words=(
             NeighbourWords(min_similarity=q.photo_neighbour_words_min_similarity)

@@ -299,6 +299,12 @@ class QuerySettings(BaseModel):
         "resemble: each of the 100 nearest by the photo also scored by how close its words are "
         "to the mean words of the 10 nearest (shopvec.search.neighbour_words)",
     )
+    translate_chinese: bool = Field(
+        default=True,
+        description="a query's Chinese words also searched by their English senses from the "
+        "CC-CEDICT dictionary, for its vector and its full-text leg (shopvec.search.glossary): "
+        "Chinese queries find products described in English; loaded as the worker starts",
+    )
     photo_neighbour_words_min_similarity: float = Field(
         default=0.7,
         ge=-1.0,

@@ -74,6 +74,9 @@ class EvalConfig:
     """Photo queries (image2image) ranked by the photo (False), and re-ranked by the words of
     the products they resemble too (True: a row named ``visual_vec+words``; see
     shopvec.search.neighbour_words)."""
+    glossary: tuple[bool, ...] = (False,)
+    """Queries with words searched as written (False), and with their Chinese words' English
+    senses too (True: rows named ``<row>+en``; see shopvec.search.glossary)."""
 
     def __post_init__(self) -> None:
         if not self.fusions:

@@ -21,7 +21,8 @@ words of the products they resemble (``visual_vec+words``; shopvec.search.neighb
 
 The scenarios with words through the service (text2image, text2product, cross) are scored dense
 (vectors only) and, on a store with full-text fields, hybrid as well (vectors and Milvus BM25
-search together, a row named ``<method>+bm25``; see shopvec.search.lexical).
+search together, a row named ``<method>+bm25``; see shopvec.search.lexical), each also with the
+Chinese words' English senses (rows ``+en`` and ``+bm25+en``; shopvec.search.glossary).
 
 Each ranking is cut at ``depth`` after the query's excluded documents are dropped, and MAP is
 computed over that depth; chance levels are those of a random ranking of the same depth over
@@ -54,6 +55,7 @@ from shopvec.evaluation.outcome import (
 )
 from shopvec.fusion import Fusion, FusionMethod, PhotoWeighting
 from shopvec.indexing.pipeline import ImageSource, ProductIndexer
+from shopvec.search.glossary import Glossary, cedict_glossary
 from shopvec.search.lexical import LEXICAL_FIELD, RetrievalConfig
 from shopvec.search.neighbour_words import NeighbourWords
 from shopvec.search.photo_crops import PhotoCrops
@@ -149,6 +151,10 @@ class _Collection:
     """The same collection with photo queries re-ranked by their neighbours' words."""
     crops_words: SearchService | None = None
     """Both: photo queries searched as crops too, then re-ranked by the neighbours' words."""
+    translated: SearchService | None = None
+    """Queries' Chinese words searched with their English senses too (dense)."""
+    translated_hybrid: SearchService | None = None
+    """The same, hybrid."""
 
 
 class _Runner:
@@ -221,6 +227,7 @@ class _Runner:
             retrieval: RetrievalConfig,
             crops: PhotoCrops | None = None,
             words: NeighbourWords | None = None,
+            glossary: Glossary | None = None,
         ) -> SearchService:
             return SearchService(
                 self.encoder,
@@ -231,12 +238,19 @@ class _Runner:
                 retrieval=retrieval,
                 photo_crops=crops,
                 neighbour_words=words,
+                glossary=glossary,
             )
 
-        hybrid = None
+        hybrid = translated = translated_hybrid = None
+        glossary = cedict_glossary() if True in cfg.glossary else None
+        if glossary is not None:
+            translated = service(RetrievalConfig.dense(), glossary=glossary)
         if "hybrid" in cfg.retrievals and store.lexical:
             modes = {s: cfg.hybrid_rankers.get(s, "rrf") for s in LEXICAL_FIELD}
-            hybrid = service(RetrievalConfig(modes, cfg.rrf_k, cfg.lexical_weight))
+            hybrid_retrieval = RetrievalConfig(modes, cfg.rrf_k, cfg.lexical_weight)
+            hybrid = service(hybrid_retrieval)
+            if glossary is not None:
+                translated_hybrid = service(hybrid_retrieval, glossary=glossary)
         crops = service(RetrievalConfig.dense(), PhotoCrops()) if True in cfg.photo_crops else None
         words = both = None
         if True in cfg.photo_words:
@@ -244,7 +258,15 @@ class _Runner:
             if crops is not None:
                 both = service(RetrievalConfig.dense(), PhotoCrops(), NeighbourWords())
         return _Collection(
-            fusion, store, service(RetrievalConfig.dense()), hybrid, crops, words, both
+            fusion,
+            store,
+            service(RetrievalConfig.dense()),
+            hybrid,
+            crops,
+            words,
+            both,
+            translated,
+            translated_hybrid,
         )
 
     def _note(self, batch: Sequence[ProductUpsert], bad: dict[str, str]) -> None:
@@ -367,6 +389,11 @@ class _Runner:
                 variants.append((f"{base}+crops+words", target.crops_words))
             if target.hybrid is not None and scenario in LEXICAL_FIELD:
                 variants.append((f"{base}+bm25", target.hybrid))
+            if scenario in LEXICAL_FIELD:
+                if "dense" in cfg.retrievals and target.translated is not None:
+                    variants.append((f"{base}+en", target.translated))
+                if target.translated_hybrid is not None:
+                    variants.append((f"{base}+bm25+en", target.translated_hybrid))
             for name, service in variants:
                 started = time.perf_counter()
                 run, errors = self.rank(queries, scenario, target, service)

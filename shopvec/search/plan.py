@@ -82,6 +82,11 @@ class Plan:
     """Products left out of every leg's results, besides any the scenario leaves out."""
     deadline: float | None = None
     """perf_counter time by which the reply must go, from the request's deadline_ms."""
+    words: str = ""
+    """The words searched: the request's text, with the English senses of its Chinese words
+    where the service translates them (shopvec.search.glossary)."""
+    translated: str = ""
+    """Those senses, where there are any."""
     text: np.ndarray | None = None
     photo_joint: np.ndarray | None = None
     photo_visual: np.ndarray | None = None

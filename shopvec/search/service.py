@@ -32,6 +32,7 @@ from shopvec.encoders.base import Encoder
 from shopvec.fusion import Fusion
 from shopvec.indexing.pipeline import ImageSource
 from shopvec.search.combine import Scored, combine
+from shopvec.search.glossary import Glossary
 from shopvec.search.lexical import (
     LEXICAL_FIELD,
     RetrievalConfig,
@@ -83,10 +84,13 @@ class SearchService:
         retrieval: RetrievalConfig | None = None,
         photo_crops: PhotoCrops | None = None,
         neighbour_words: NeighbourWords | None = None,
+        glossary: Glossary | None = None,
     ) -> None:
         """photo_crops: also search photo queries as crops of their photo (None: whole).
         neighbour_words: re-rank photo queries by the words of the products they resemble
-        (None: by the photo alone)."""
+        (None: by the photo alone). glossary: search a query's Chinese words with their English
+        senses too (None: as written)."""
+        self._glossary = glossary
         self._photo_crops = photo_crops
         self._neighbour_words = neighbour_words
         self._encoder = encoder
@@ -145,7 +149,7 @@ class SearchService:
 
     def _make_hybrid(self, plan: Plan) -> None:
         request = plan.request
-        text = (request.text or "").strip()
+        text = plan.words
         ranker = self._retrieval.ranker(plan.scenario, request.retrieval)
         if (
             not plan.legs
@@ -162,6 +166,11 @@ class SearchService:
 
     def _plan(self, request: SearchRequest, started: float, age_ms: float) -> Plan:
         plan = Plan(request, request.resolved_scenario())
+        plan.words = (request.text or "").strip()
+        if plan.words and self._glossary is not None:
+            plan.translated = self._glossary.senses(plan.words)
+            if plan.translated:
+                plan.words = f"{plan.words} {plan.translated}"
         if request.deadline_ms is not None:
             plan.deadline = started + (request.deadline_ms - age_ms) / 1000
         scenario = plan.scenario
@@ -193,9 +202,9 @@ class SearchService:
         return limit
 
     def _encode(self, plans: list[Plan]) -> None:
-        texted = [p for p in plans if p.request.text and p.request.text.strip()]
+        texted = [p for p in plans if p.words]
         if texted:
-            vectors = self._encoder.encode_texts([p.request.text or "" for p in texted])
+            vectors = self._encoder.encode_texts([p.words for p in texted])
             for p, v in zip(texted, vectors, strict=True):
                 p.text = v
         pictured = [p for p in plans if p.request.has_image]
@@ -285,7 +294,7 @@ class SearchService:
                 leg = p.legs[0]
                 assert leg.ranker is not None and leg.lexical is not None
                 leg.lexical_hits = hits
-                leg.coverage = coverage(p.request.text or "", hits, LEXICAL_SOURCES[leg.lexical])
+                leg.coverage = coverage(p.words, hits, LEXICAL_SOURCES[leg.lexical])
                 leg.ranker = covered(leg.ranker, leg.coverage)
 
     # -- replies --------------------------------------------------------------------------------
@@ -382,6 +391,8 @@ class SearchService:
             }
         if doc.get("colour_words"):
             explanation["colours"] = doc["colour_words"]
+        if plan.translated:
+            explanation["translated_words"] = plan.translated
         if plan.request.explain:
             filters = plan.request.filters
             explanation.update(

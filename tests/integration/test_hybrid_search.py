@@ -163,3 +163,31 @@ def test_filters_apply_to_both_legs_and_words_that_match_nothing(hybrid) -> None
     assert [r.product_id for r in reply.results] == ["jacket"]
     assert service.search(SearchRequest(request_id="n", text="zzz qqq")).error is None
     assert service.search(SearchRequest(request_id="p", text="!!!")).error is None
+
+
+def test_chinese_words_find_english_products_through_the_glossary(hybrid) -> None:
+    """CC-CEDICT's senses join a Chinese query's words: "夹克" (jacket) and "手提包" (bag) find
+    products whose words are English only, which the words as written cannot match."""
+    from shopvec.search.glossary import cedict_glossary
+
+    plain, store = hybrid
+    encoder = HashingEncoder()
+    fusion = Fusion("weighted", 0.5, encoder.info.joint_dim)
+    rrf = RetrievalConfig({"text2image": "rrf", "text2product": "rrf", "cross": "rrf"})
+    glossary = cedict_glossary()
+    assert glossary.translate("夹克") == "夹克 jacket"
+    translated = SearchService(encoder, store, fusion, Images(), retrieval=rrf, glossary=glossary)
+    reply = translated.search(SearchRequest(request_id="zh", text="夹克", top_k=10))
+    assert reply.error is None
+    top = reply.results[0]
+    assert top.product_id == "jacket"
+    assert top.explanation["translated_words"] == "jacket"
+    assert top.explanation["hybrid"]["lexical_rank"] == 1
+    as_written = plain.search(SearchRequest(request_id="zh", text="夹克", top_k=10))
+    assert all(r.explanation["hybrid"]["lexical_rank"] is None for r in as_written.results)
+    assert _top(translated, "手提包")[0] == "bag"
+    # Chinese words the products hold still match as written.
+    assert _top(translated, "牛仔裤")[0] == "jeans-zh"
+    # English queries are searched as they are.
+    english = translated.search(SearchRequest(request_id="en", text="denim JACKET", top_k=10))
+    assert "translated_words" not in english.results[0].explanation

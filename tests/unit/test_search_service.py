@@ -191,3 +191,36 @@ def test_full_explanation_gives_the_photo_weight_applied() -> None:
         SearchRequest(request_id="x", text="red shirt", image_base64=png(COLOURS["red"]))
     )
     assert ids(cross) == ["a"]
+
+
+def test_chinese_words_are_searched_with_their_english_senses(
+    service: tuple[SearchService, CountingStore],
+) -> None:
+    from shopvec.search.glossary import Glossary
+
+    plain, store = service
+    glossary = Glossary({"红色": ("red",), "围巾": ("scarf",)})
+    seen: list[str] = []
+
+    class Recording(HashingEncoder):
+        def encode_texts(self, texts):  # type: ignore[no-untyped-def]
+            seen.extend(texts)
+            return super().encode_texts(texts)
+
+    enc = Recording()
+    fusion = Fusion("weighted", 0.5, enc.info.joint_dim)
+    translated = SearchService(enc, store, fusion, Images(), max_top_k=50, glossary=glossary)
+    reply = translated.search(
+        SearchRequest(request_id="zh", text=" 红色围巾 ", scenario="text2product", top_k=3)
+    )
+    assert seen == ["红色围巾 red scarf"]
+    # The words-only product is found by the English words the query now carries, as the
+    # same words in English find it.
+    english = plain.search(
+        SearchRequest(request_id="en", text="红色围巾 red scarf", scenario="text2product", top_k=3)
+    )
+    assert ids(reply) == ids(english)
+    assert reply.results[0].explanation["translated_words"] == "red scarf"
+    seen.clear()
+    reply = translated.search(SearchRequest(request_id="en", text="red scarf", top_k=3))
+    assert seen == ["red scarf"] and "translated_words" not in reply.results[0].explanation
