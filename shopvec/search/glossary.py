@@ -76,9 +76,9 @@ def _is_name(pinyin: str) -> bool:
 class Glossary:
     """English senses of Chinese words; `translate` adds them to a query's words."""
 
-    def __init__(self, senses: Mapping[str, Sequence[str]], per_word: int = 1) -> None:
+    def __init__(self, senses: Mapping[str, Sequence[str]]) -> None:
+        """senses: each word's English senses, best first."""
         self._senses = senses
-        self._per_word = per_word
 
     @classmethod
     def from_entries(cls, entries: Iterable[Mapping[str, object]], per_word: int = 1) -> Glossary:
@@ -89,8 +89,9 @@ class Glossary:
         for entry in entries:
             if _is_name(str(entry.get("pinyin") or "")):
                 continue
-            definitions = entry.get("definitions") or []
-            assert isinstance(definitions, list)
+            definitions = entry.get("definitions")
+            if not isinstance(definitions, list):
+                continue
             senses = [s for s in (_sense(str(d)) for d in definitions) if s]
             if not senses:
                 continue
@@ -98,7 +99,7 @@ class Glossary:
             traditional.setdefault(str(entry["traditional"]), []).extend(senses)
         for word, senses in traditional.items():
             simplified.setdefault(word, senses)
-        return cls({w: tuple(s[:per_word]) for w, s in simplified.items()}, per_word)
+        return cls({w: tuple(s[:per_word]) for w, s in simplified.items()})
 
     def english(self, word: str) -> list[str]:
         """The word's English senses; a word the dictionary lacks, its parts' (jieba's search
