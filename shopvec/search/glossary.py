@@ -18,8 +18,9 @@ translates badly still counts as written. The rules are fixed, none fitted to a 
 - so are senses that only point elsewhere or say how a word is used (classifiers, variants,
   cross-references, surnames, abbreviations, figurative and literal senses, pronunciations);
   notes in parentheses are dropped, and senses of more than three words left out;
-- a word's senses are taken in the dictionary's order, its simplified form first (a traditional
-  form only where no entry has it as its simplified one);
+- a word's senses are taken in the dictionary's order; a query in traditional characters is
+  cut and looked up in simplified ones (each character that no simplified entry writes, as the
+  dictionary's one-character entries simplify it), as jieba's dictionary holds them;
 - a word not in the dictionary is looked up by the parts of two characters or more that jieba's
   search mode cuts it into.
 """
@@ -76,9 +77,14 @@ def _is_name(pinyin: str) -> bool:
 class Glossary:
     """English senses of Chinese words; `translate` adds them to a query's words."""
 
-    def __init__(self, senses: Mapping[str, Sequence[str]]) -> None:
-        """senses: each word's English senses, best first."""
+    def __init__(
+        self, senses: Mapping[str, Sequence[str]], simplified: Mapping[str, str] | None = None
+    ) -> None:
+        """senses: each word's English senses, best first. simplified: a traditional
+        character's simplified form, so that a traditional query is cut as jieba's dictionary
+        (simplified) knows its words."""
         self._senses = senses
+        self._simplified = {ord(t): s for t, s in (simplified or {}).items()}
 
     @classmethod
     def from_entries(cls, entries: Iterable[Mapping[str, object]], per_word: int = 1) -> Glossary:
@@ -86,7 +92,13 @@ class Glossary:
         definitions: its senses, each cut at ';')."""
         simplified: dict[str, list[str]] = {}
         traditional: dict[str, list[str]] = {}
+        characters: dict[str, str] = {}
+        in_simplified: set[str] = set()
         for entry in entries:
+            trad, simp = str(entry.get("traditional") or ""), str(entry.get("simplified") or "")
+            in_simplified.update(simp)
+            if len(trad) == 1 and len(simp) == 1 and trad != simp:
+                characters.setdefault(trad, simp)
             if _is_name(str(entry.get("pinyin") or "")):
                 continue
             definitions = entry.get("definitions")
@@ -99,7 +111,10 @@ class Glossary:
             traditional.setdefault(str(entry["traditional"]), []).extend(senses)
         for word, senses in traditional.items():
             simplified.setdefault(word, senses)
-        return cls({w: tuple(s[:per_word]) for w, s in simplified.items()})
+        # Only characters that simplified Chinese never writes: 著 is the traditional form of
+        # 着 and also simplified Chinese's own (著名), and stays as it is.
+        characters = {t: s for t, s in characters.items() if t not in in_simplified}
+        return cls({w: tuple(s[:per_word]) for w, s in simplified.items()}, characters)
 
     def english(self, word: str) -> list[str]:
         """The word's English senses; a word the dictionary lacks, its parts' (jieba's search
@@ -119,7 +134,7 @@ class Glossary:
             return ""
         added: dict[str, None] = {}
         size = 0
-        for word in jieba_loaded().lcut(text):
+        for word in jieba_loaded().lcut(text.translate(self._simplified)):
             for sense in self.english(word):
                 if sense in added:
                     continue

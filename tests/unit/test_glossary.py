@@ -27,6 +27,10 @@ ENTRIES = [
     _entry("长裤", ["trousers"], "chang2 ku4", trad="長褲"),
     _entry("凉鞋", ["variant of 涼鞋", "see 涼鞋"], "liang2 xie2"),
     _entry("红色", ["red (color)"], "hong2 se4"),
+    _entry("长", ["long"], "chang2", trad="長"),
+    _entry("裤", ["trousers"], "ku4", trad="褲"),
+    _entry("着", ["wear"], "zhuo2", trad="著"),
+    _entry("著名", ["famous"], "zhu4 ming2"),
 ]
 
 
@@ -59,6 +63,13 @@ def test_translate_adds_senses_after_the_words(glossary: Glossary) -> None:
     assert glossary.translate("") == ""
 
 
+def test_a_traditional_query_is_cut_in_simplified_characters(glossary: Glossary) -> None:
+    # jieba's dictionary is simplified: "長褲" is cut as "长裤", one word.
+    assert glossary.translate("長褲") == "長褲 trousers"
+    # A character simplified Chinese writes too stays as it is.
+    assert glossary.senses("著名") == "famous"
+
+
 def test_a_word_the_dictionary_lacks_by_its_parts(glossary: Glossary) -> None:
     # jieba's search mode cuts a longer word into the dictionary's words it holds.
     assert "jeans" in glossary.english("白色牛仔裤子")
@@ -71,6 +82,7 @@ def test_cc_cedict_as_packaged() -> None:
     assert glossary.english("蓝色") == ["blue"]
     assert glossary.english("T恤") == ["T-shirt"]
     assert glossary.translate("黑色运动鞋") == "黑色运动鞋 black sports shoes"
+    assert glossary.translate("藍色牛仔褲") == "藍色牛仔褲 blue jeans"  # traditional
     assert cedict_glossary() is glossary
 
 
