@@ -179,6 +179,10 @@ class SearchService:
             plan.error = SearchError(kind="invalid_request", message=f"{scenario} needs text")
         elif scenario == "image2image" and not request.has_image:
             plan.error = SearchError(kind="invalid_request", message=f"{scenario} needs an image")
+        elif scenario == "cross" and not (has_text or request.has_image):
+            plan.error = SearchError(
+                kind="invalid_request", message=f"{scenario} needs text, an image, or both"
+            )
         elif scenario == "more_like_this" and not request.like_product_id:
             plan.error = SearchError(
                 kind="invalid_request", message="more_like_this needs a product id"

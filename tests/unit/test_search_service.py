@@ -101,6 +101,13 @@ def test_more_like_this_leaves_the_product_out(service) -> None:
     missing = svc.search(SearchRequest(request_id="n", like_product_id="nope"))
     assert missing.error is not None and missing.error.kind == "invalid_request"
 
+    # A cross search asked for with neither words nor a photo has nothing to search by.
+    nothing = svc.search(
+        SearchRequest(request_id="c", scenario="cross", like_product_id="blue-shirt")
+    )
+    assert nothing.error is not None and nothing.error.kind == "invalid_request"
+    assert nothing.error.message == "cross needs text, an image, or both"
+
 
 @pytest.mark.parametrize("ranker", ["rrf", "weighted"])
 def test_rankers_combine_modalities_with_their_scores(service, ranker: str) -> None:
