@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from shopvec.http.server import serve
 from workers._run import load_settings
 
 
 def main() -> int:
-    return serve(load_settings())
+    settings = load_settings()
+    # Only now: malloc is set up before any import starts a thread (workers/__init__.py).
+    from shopvec.http.server import serve
+
+    return serve(settings)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from shopvec.runtime import build_indexer_service
 from workers._run import load_settings, run_worker
 
 
 def main() -> int:
     settings = load_settings()
+    # Only now: malloc is set up before any import starts a thread (workers/__init__.py).
+    from shopvec.runtime import build_indexer_service
+
     service, metrics = build_indexer_service(settings)
     return run_worker("indexer", settings, service, metrics.registry)
 

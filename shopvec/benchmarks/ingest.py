@@ -35,7 +35,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from shopvec.allocator import keep_freed_memory
+from shopvec.benchmarks.backlog_child import run_backlog
 from shopvec.benchmarks.broker import age_topic
 from shopvec.benchmarks.common import (
     bench_settings,
@@ -401,30 +401,6 @@ def run_ingest_repeated(
     return {"runs": runs, "summary": summarise_runs(runs)}
 
 
-def _backlog_child(
-    settings: Settings, products: int, half_rate_products: int, hashing: bool, out: Any
-) -> None:
-    # First, as a worker process does (workers._run.load_settings): the figure is a worker's.
-    keep_freed_memory(settings.malloc_keep_mb)
-    encoder: Encoder | None = None
-    if hashing:
-        from shopvec.encoders.hashing import HashingEncoder
-
-        encoder = HashingEncoder()
-    try:
-        out.put(
-            run_ingest_bench(
-                settings,
-                products=products,
-                half_rate_products=half_rate_products,
-                encoder=encoder,
-            )
-        )
-    except BaseException as exc:
-        out.put({"error": repr(exc)})
-        raise
-
-
 def summarise_memory(by_backlog: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Peak RSS per backlog and its growth from the smallest backlog to the largest."""
     sizes = sorted(by_backlog)
@@ -460,7 +436,7 @@ def run_memory_backlogs(
     for n in backlogs:
         out = context.Queue()
         child = context.Process(
-            target=_backlog_child, args=(settings, n, half_rate_products, hashing, out)
+            target=run_backlog, args=(settings, n, half_rate_products, hashing, out)
         )
         child.start()
         result = out.get(timeout=timeout_s)

@@ -1,12 +1,15 @@
 import ctypes
 import ctypes.util
+import logging
 import subprocess
 import sys
 import textwrap
+import threading
+from pathlib import Path
 
 import pytest
 
-from shopvec.allocator import keep_freed_memory
+from shopvec.allocator import keep_freed_memory, running_threads
 from shopvec.settings import Settings
 
 glibc = pytest.mark.skipif(
@@ -72,3 +75,33 @@ def test_a_thread_reuses_what_it_freed():
 
 def test_default_keeps_a_gigabyte():
     assert Settings().malloc_keep_mb == 1024
+
+
+@glibc
+def test_warns_when_threads_already_run(caplog):
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    try:
+        assert running_threads() >= 2
+        with caplog.at_level(logging.WARNING, logger="shopvec.allocator"):
+            assert keep_freed_memory(Settings().malloc_keep_mb) is True
+    finally:
+        release.set()
+        thread.join()
+    assert any("threads already running" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="threads counted in /proc")
+def test_importing_a_worker_or_the_memory_child_starts_no_thread():
+    # Each sets malloc up after its imports and before it builds anything: numpy and pyarrow,
+    # which start threads as they are imported, must come after (shopvec.allocator).
+    modules = "workers.indexer, workers.query, workers.behaviour, workers.http"
+    code = (
+        f"import os, {modules}, shopvec.benchmarks.backlog_child\n"
+        "print(len(os.listdir('/proc/self/task')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "1"
