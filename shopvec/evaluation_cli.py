@@ -108,6 +108,7 @@ def _eval_config(settings: Settings, args: argparse.Namespace, **override: Any) 
         "photo_crops": (False,) if getattr(args, "no_crops", False) else (False, True),
         "photo_words": (False,) if getattr(args, "no_photo_words", False) else (False, True),
         "glossary": (False,) if getattr(args, "no_glossary", False) else (False, True),
+        "photo_examples": (False,) if getattr(args, "no_photo_examples", False) else (False, True),
         "lexical_weight": settings.query.lexical_weight
         if getattr(args, "lexical_weight", None) is None
         else args.lexical_weight,
@@ -242,6 +243,12 @@ def _add_eval_arguments(
         action="store_true",
         help="queries with words searched as written only (default: that, and with their "
         "Chinese words' English senses too in +en rows)",
+    )
+    p.add_argument(
+        "--no-photo-examples",
+        action="store_true",
+        help="words to photos by the words' vector only (default: that, and by example in an "
+        "+examples row)",
     )
     p.add_argument("--metric", choices=["COSINE", "L2"], help="default: SHOPVEC_ENCODER__METRIC")
     p.add_argument(

@@ -307,6 +307,7 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
     from shopvec.search.lexical import RetrievalConfig
     from shopvec.search.neighbour_words import NeighbourWords
     from shopvec.search.photo_crops import PhotoCrops
+    from shopvec.search.photo_examples import PhotoExamples
 
     encoder = encoder or build_encoder(settings)
     fusion = build_fusion(settings, encoder)
@@ -336,6 +337,7 @@ def build_search_service(settings: Settings, encoder: Encoder | None = None) -> 
             if q.photo_neighbour_words
             else None
         ),
+        photo_examples=PhotoExamples(q.photo_examples) if q.photo_examples else None,
     )
 
 

@@ -305,6 +305,15 @@ class QuerySettings(BaseModel):
         "CC-CEDICT dictionary, for its vector and its full-text leg (shopvec.search.glossary): "
         "Chinese queries find products described in English; loaded as the worker starts",
     )
+    photo_examples: int = Field(
+        default=10,
+        ge=0,
+        le=100,
+        description="words to photos (text2image) searched by example: each photo scored by "
+        "its look against the photos of this many products whose words the query's match "
+        "best, its own product left out (shopvec.search.photo_examples); 0: by the words' "
+        "vector alone",
+    )
     photo_neighbour_words_min_similarity: float = Field(
         default=0.7,
         ge=-1.0,

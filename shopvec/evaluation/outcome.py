@@ -77,6 +77,10 @@ class EvalConfig:
     glossary: tuple[bool, ...] = (False,)
     """Queries with words searched as written (False), and with their Chinese words' English
     senses too (True: rows named ``<row>+en``; see shopvec.search.glossary)."""
+    photo_examples: tuple[bool, ...] = (False,)
+    """Words to photos (text2image) searched by the words' vector (False), and by example too
+    (True: a row named ``image_vec+bm25+en+examples``, on the most complete service asked
+    for; see shopvec.search.photo_examples)."""
 
     def __post_init__(self) -> None:
         if not self.fusions:

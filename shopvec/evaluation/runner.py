@@ -23,6 +23,8 @@ The scenarios with words through the service (text2image, text2product, cross) a
 (vectors only) and, on a store with full-text fields, hybrid as well (vectors and Milvus BM25
 search together, a row named ``<method>+bm25``; see shopvec.search.lexical), each also with the
 Chinese words' English senses (rows ``+en`` and ``+bm25+en``; shopvec.search.glossary).
+Words to photos is also searched by example (a row ``+examples`` on the most complete of those
+services; shopvec.search.photo_examples).
 
 Each ranking is cut at ``depth`` after the query's excluded documents are dropped, and MAP is
 computed over that depth; chance levels are those of a random ranking of the same depth over
@@ -59,6 +61,7 @@ from shopvec.search.glossary import Glossary, cedict_glossary
 from shopvec.search.lexical import LEXICAL_FIELD, RetrievalConfig
 from shopvec.search.neighbour_words import NeighbourWords
 from shopvec.search.photo_crops import PhotoCrops
+from shopvec.search.photo_examples import PhotoExamples
 from shopvec.search.service import SearchService
 from shopvec.store.base import CollectionSpec, ProductStore, SearchFilter, VectorField
 
@@ -155,6 +158,8 @@ class _Collection:
     """Queries' Chinese words searched with their English senses too (dense)."""
     translated_hybrid: SearchService | None = None
     """The same, hybrid."""
+    examples: tuple[str, SearchService] | None = None
+    """Words to photos searched by example too: the row's suffix and its service."""
 
 
 class _Runner:
@@ -228,6 +233,7 @@ class _Runner:
             crops: PhotoCrops | None = None,
             words: NeighbourWords | None = None,
             glossary: Glossary | None = None,
+            examples: PhotoExamples | None = None,
         ) -> SearchService:
             return SearchService(
                 self.encoder,
@@ -239,6 +245,7 @@ class _Runner:
                 photo_crops=crops,
                 neighbour_words=words,
                 glossary=glossary,
+                photo_examples=examples,
             )
 
         hybrid = translated = translated_hybrid = None
@@ -257,6 +264,12 @@ class _Runner:
             words = service(RetrievalConfig.dense(), words=NeighbourWords())
             if crops is not None:
                 both = service(RetrievalConfig.dense(), PhotoCrops(), NeighbourWords())
+        by_example = None
+        if True in cfg.photo_examples:
+            lexical = hybrid is not None
+            suffix = "+bm25" * lexical + "+en" * (glossary is not None) + "+examples"
+            retrieval = hybrid_retrieval if lexical else RetrievalConfig.dense()
+            by_example = (suffix, service(retrieval, glossary=glossary, examples=PhotoExamples()))
         return _Collection(
             fusion,
             store,
@@ -267,6 +280,7 @@ class _Runner:
             both,
             translated,
             translated_hybrid,
+            by_example,
         )
 
     def _note(self, batch: Sequence[ProductUpsert], bad: dict[str, str]) -> None:
@@ -393,6 +407,8 @@ class _Runner:
                 variants.append((f"{base}+en", target.translated))
             if target.translated_hybrid is not None and scenario in LEXICAL_FIELD:
                 variants.append((f"{base}+bm25+en", target.translated_hybrid))
+            if target.examples is not None and scenario == "text2image":
+                variants.append((base + target.examples[0], target.examples[1]))
             for name, service in variants:
                 started = time.perf_counter()
                 run, errors = self.rank(queries, scenario, target, service)

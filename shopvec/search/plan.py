@@ -98,6 +98,11 @@ class Plan:
     neighbour_words: dict[str, dict[str, float]] = dc_field(default_factory=dict)
     """Per product id, the visual and words' parts of a photo query's score, where the
     neighbours' words re-ranked it (shopvec.search.neighbour_words)."""
+    examples: list[Hit] = dc_field(default_factory=list)
+    """A words-to-photos search's examples, the products its words found first, where it
+    was searched by example (shopvec.search.photo_examples); empty otherwise."""
+    photo_examples: dict[str, float] = dc_field(default_factory=dict)
+    """Per product id, its photo's likeness to those examples."""
     error: SearchError | None = None
     truncated: bool = False
 

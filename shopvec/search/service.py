@@ -42,6 +42,7 @@ from shopvec.search.lexical import (
 )
 from shopvec.search.neighbour_words import NeighbourWords
 from shopvec.search.photo_crops import PhotoCrops
+from shopvec.search.photo_examples import PhotoExamples
 from shopvec.search.plan import Leg, Plan, filters_from_request, legs_for
 from shopvec.store.base import LEXICAL_SOURCES, Hit, HybridRanker, ProductStore
 from shopvec.terms import query_terms
@@ -85,11 +86,14 @@ class SearchService:
         photo_crops: PhotoCrops | None = None,
         neighbour_words: NeighbourWords | None = None,
         glossary: Glossary | None = None,
+        photo_examples: PhotoExamples | None = None,
     ) -> None:
         """photo_crops: also search photo queries as crops of their photo (None: whole).
         neighbour_words: re-rank photo queries by the words of the products they resemble
         (None: by the photo alone). glossary: search a query's Chinese words with their English
-        senses too (None: as written)."""
+        senses too (None: as written). photo_examples: search words to photos by the photos of
+        the products the words find (None: by the words' vector)."""
+        self._photo_examples = photo_examples
         self._glossary = glossary
         self._photo_crops = photo_crops
         self._neighbour_words = neighbour_words
@@ -127,7 +131,9 @@ class SearchService:
             if self._neighbour_words is not None:
                 self._neighbour_words.widen(p)
         self._search_lexical([p for p in searching if p.legs and p.legs[0].lexical])
-        self._run([p.legs[0] for p in searching if p.legs])
+        if self._photo_examples is not None:
+            self._photo_examples.refine(searching, self._store)
+        self._run([p.legs[0] for p in searching if p.legs and not p.examples])
         for p in searching:
             if p.legs and p.legs[0].hits:
                 p.nearest = p.legs[0].hits[0].score
@@ -392,6 +398,12 @@ class SearchService:
                 **plan.neighbour_words[scored.hit.id],
                 "weight": self._neighbour_words.weight,
                 "neighbours": self._neighbour_words.neighbours,
+            }
+        if scored.hit.id in plan.photo_examples:
+            assert self._photo_examples is not None
+            explanation["photo_examples"] = {
+                "likeness": plan.photo_examples[scored.hit.id],
+                "examples": [e.id for e in plan.examples[: self._photo_examples.examples]],
             }
         if doc.get("colour_words"):
             explanation["colours"] = doc["colour_words"]

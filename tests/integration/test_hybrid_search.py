@@ -21,6 +21,7 @@ from shopvec.indexing import ProductIndexer
 from shopvec.runtime import build_store, collection_spec
 from shopvec.search import SearchService
 from shopvec.search.lexical import RetrievalConfig
+from shopvec.search.photo_examples import PhotoExamples
 from shopvec.settings import Settings
 from shopvec.store import MilvusProductStore
 
@@ -123,6 +124,42 @@ def test_colour_words_from_pixels_find_a_photo_without_words(hybrid) -> None:
     assert all(r.explanation["hybrid"]["lexical_rank"] is None for r in reply.results)
     # A mixed query: its Chinese colour and its English word both count.
     assert set(_top(service, "红色 shoe")[:2]) == {"dress-photo", "shoe"}
+
+
+def test_words_find_photos_by_example(hybrid) -> None:
+    # Words to photos by example: the products the words find lend their photos' look, and a
+    # photo is scored against the others' only; merged with the colour words by RRF.
+    _, store = hybrid
+    encoder = HashingEncoder()
+    fusion = Fusion("weighted", 0.5, encoder.info.joint_dim)
+    red, blue = (210, 25, 35), (30, 60, 200)
+    ProductIndexer(encoder, store, Images(), fusion).apply(
+        [
+            _product("gown-1", "Evening gown", red),
+            _product("gown-2", "Evening gown", red),
+            _product("gown-photo", rgb=red),  # no words: found by looking like the gowns
+            _product("gown-blue", "Evening gown", blue),
+        ]
+    )
+    store.flush()
+    rrf = RetrievalConfig({"text2image": "rrf"})
+    by_example = SearchService(
+        encoder, store, fusion, Images(), retrieval=rrf, photo_examples=PhotoExamples(3)
+    )
+    reply = by_example.search(
+        SearchRequest(request_id="g", text="evening gown", scenario="text2image", top_k=10)
+    )
+    assert reply.error is None
+    found = {r.product_id: r for r in reply.results}
+    parts = {pid: r.explanation["photo_examples"] for pid, r in found.items()}
+    assert set(parts["gown-photo"]["examples"]) == {"gown-1", "gown-2", "gown-blue"}
+    # The red photo without words looks like the examples more than the blue gown does, whose
+    # words match as well as the red gowns' (each photo against the examples but its own).
+    assert parts["gown-photo"]["likeness"] > parts["gown-blue"]["likeness"]
+    ranked = [r.product_id for r in reply.results]
+    assert ranked.index("gown-photo") < ranked.index("gown-blue")
+    # The other red photo without words (the fixture's dress) is found the same way.
+    assert parts["dress-photo"]["likeness"] > parts["gown-blue"]["likeness"]
 
 
 def test_weighted_ranker_and_dense_only(hybrid) -> None:
