@@ -18,8 +18,9 @@ Call it first thing, before the process starts threads, and before importing wha
 them: numpy starts OpenBLAS's threads as it is imported, pyarrow (under pymilvus) jemalloc's. A
 thread that allocated before the call keeps an arena of its own, and with more arenas than the
 maximum, new threads take turns among them: one of the indexer's two encoder threads then
-worked in the other arena, its large tensors mapped anew each batch (a million page faults and
-a fifth of its CPU in the kernel for 500 products). So it warns when it finds other threads.
+worked in the other arena, its large tensors mapped anew each batch (a million page faults,
+a quarter to two fifths of its CPU in the kernel, for 500 products). So it warns when it finds
+other threads.
 
 glibc only; elsewhere (musl, macOS) it changes nothing and says so.
 """
