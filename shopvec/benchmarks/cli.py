@@ -92,6 +92,7 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
         sample=args.sample,
         rounds=args.rounds,
         aged_events=args.aged_events,
+        kinds=tuple(args.kinds),
     )
     _print(result, args.json)
     return 0
@@ -205,6 +206,13 @@ def add_bench_commands(sub: Any) -> None:
     query.add_argument("--sample", type=int, default=200, help="products encoded as seeds")
     query.add_argument(
         "--rounds", type=int, default=50, help="alternating in-process and Kafka rounds"
+    )
+    query.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=["text", "image", "text2image"],
+        default=["text", "image"],
+        help="words to products, a photo, words to photos (searched by example)",
     )
     query.add_argument(
         "--aged-events",

@@ -345,8 +345,10 @@ def _measure(
 
     def request(i: int) -> SearchRequest:
         body: dict[str, Any] = {"request_id": uuid.uuid4().hex}
-        if kind == "text":
+        if kind in ("text", "text2image"):
             body["text"] = texts[i % len(texts)]
+            if kind == "text2image":
+                body["scenario"] = "text2image"
         else:
             body["image_base64"] = photos[i % len(photos)]
         return SearchRequest.model_validate(body)
@@ -420,7 +422,9 @@ def run_query_bench(
     sample: int = 200,
     rounds: int = 50,
     aged_events: int = 0,
+    kinds: tuple[str, ...] = ("text", "image"),
 ) -> dict[str, Any]:
+    """kinds: "text" (words to products), "image" (a photo), "text2image" (words to photos)."""
     # The worker process builds its encoder from the settings: so does the reference here,
     # with the query worker's torch threads and without photo regions, and numpy's BLAS on
     # one thread as the worker does (workers._run). The seed rows are an indexer's, built
@@ -475,7 +479,7 @@ def run_query_bench(
             local_server = _InProcessServer(
                 service, sized.query.batch_size, sized.query.batch_wait_ms / 1000
             )
-            for kind in ("text", "image"):
+            for kind in kinds:
                 figures[kind] = _measure(
                     kind,
                     sized,

@@ -65,6 +65,13 @@ def test_query_aged_events_defaults_to_none() -> None:
     assert _parse("query", "--aged-events", "10000").aged_events == 10000
 
 
+def test_query_kinds_default_to_words_and_photos() -> None:
+    assert _parse("query").kinds == ["text", "image"]
+    assert _parse("query", "--kinds", "text2image").kinds == ["text2image"]
+    with pytest.raises(SystemExit):
+        _parse("query", "--kinds", "video")
+
+
 def test_summary_takes_the_lowest_ratio_and_the_worst_p99_against_its_bound() -> None:
     runs = [_run(0.93, 1.2), _run(0.88, 1.1), _run(0.95, 1.5, bound=1.6), _run(0.91, 1.4)]
     summary = summarise_runs(runs)
