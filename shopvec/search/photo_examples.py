@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shopvec.search.plan import Plan
-from shopvec.store.base import Hit, HybridRanker, ProductStore, SearchFilter, VectorField
+from shopvec.search.plan import Leg, Plan, run_legs
+from shopvec.store.base import Hit, HybridRanker, ProductStore
 
 __all__ = ["PhotoExamples", "likeness", "merge"]
 
@@ -117,64 +117,43 @@ class PhotoExamples:
         todo = [p for p in plans if self.wants(p)]
         if not todo or self.examples < 1:
             return
-        found = _search(
-            store,
-            "text_vec",
-            [
-                (
-                    p,
-                    np.asarray(p.text, np.float32),
-                    dataclasses.replace(p.legs[0].filter, require_text=True, require_image=True),
-                    self.examples + 1,
-                )
-                for p in todo
-            ],
-        )
+        asked = {
+            id(p): Leg(
+                "text_vec",
+                np.asarray(p.text, np.float32),
+                self.examples + 1,
+                dataclasses.replace(p.legs[0].filter, require_text=True, require_image=True),
+                with_vectors=("visual_vec",),
+            )
+            for p in todo
+        }
+        run_legs(store, list(asked.values()))
         ready: list[Plan] = []
-        centres: dict[int, np.ndarray] = {}
+        photos: dict[int, Leg] = {}
         for p in todo:
-            examples = [h for h in found[id(p)] if h.fields.get("visual_vec") is not None]
+            examples = [h for h in asked[id(p)].hits if h.fields.get("visual_vec") is not None]
             if len(examples) < 2:
                 continue
             centre = np.sum(
                 [np.asarray(e.fields["visual_vec"], np.float32) for e in examples[: self.examples]],
                 axis=0,
             )
-            centres[id(p)] = centre / max(float(np.linalg.norm(centre)), 1e-12)
+            leg = p.legs[0]
+            photos[id(p)] = Leg(
+                "visual_vec",
+                centre / max(float(np.linalg.norm(centre)), 1e-12),
+                leg.limit,
+                leg.filter,
+                with_vectors=("visual_vec",),
+            )
             p.examples = examples
             ready.append(p)
-        if not ready:
-            return
-        photos = _search(
-            store,
-            "visual_vec",
-            [(p, centres[id(p)], p.legs[0].filter, p.legs[0].limit) for p in ready],
-        )
+        run_legs(store, list(photos.values()))
         for p in ready:
             leg = p.legs[0]
-            seen = {h.id for h in photos[id(p)]}
-            candidates = [*photos[id(p)], *(e for e in p.examples if e.id not in seen)]
+            found = photos[id(p)].hits
+            seen = {h.id for h in found}
+            candidates = [*found, *(e for e in p.examples if e.id not in seen)]
             ranked = likeness(candidates, p.examples, self.examples)[: leg.limit]
             p.photo_examples = {h.id: round(s, 6) for h, s in ranked}
             leg.hits = merge(ranked, leg.lexical_hits, leg.ranker, leg.limit)
-
-
-def _search(
-    store: ProductStore,
-    field: VectorField,
-    queries: Sequence[tuple[Plan, np.ndarray, SearchFilter, int]],
-) -> dict[int, list[Hit]]:
-    """One store search per (filter, limit), the visual vectors returned with the hits; the
-    hits per plan (by its id())."""
-    groups: dict[tuple[str, int], list[tuple[Plan, np.ndarray, SearchFilter, int]]]
-    groups = defaultdict(list)
-    for q in queries:
-        groups[(repr(q[2]), q[3])].append(q)
-    out: dict[int, list[Hit]] = {}
-    for group in groups.values():
-        _, _, flt, limit = group[0]
-        vectors = np.stack([v for _, v, _, _ in group])
-        results = store.search(field, vectors, limit, flt, with_vectors=("visual_vec",))
-        for (plan, _, _, _), hits in zip(group, results, strict=True):
-            out[id(plan)] = hits
-    return out

@@ -13,6 +13,8 @@ leg the query's words and a full-text field as well (see shopvec.search.lexical)
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
@@ -21,9 +23,16 @@ import numpy as np
 
 from schemas.search import Scenario, SearchError, SearchRequest
 from shopvec.fusion import Fusion
-from shopvec.store.base import Hit, HybridRanker, LexicalField, SearchFilter, VectorField
+from shopvec.store.base import (
+    Hit,
+    HybridRanker,
+    LexicalField,
+    ProductStore,
+    SearchFilter,
+    VectorField,
+)
 
-__all__ = ["PRIMARY_FIELD", "Leg", "Plan", "filters_from_request", "legs_for"]
+__all__ = ["PRIMARY_FIELD", "Leg", "Plan", "filters_from_request", "legs_for", "run_legs"]
 
 PRIMARY_FIELD: dict[str, VectorField] = {
     "image2image": "visual_vec",
@@ -147,3 +156,36 @@ def legs_for(plan: Plan, fusion: Fusion, limit: int) -> list[Leg]:
         for f, v in wanted
         if v is not None
     ]
+
+
+def run_legs(store: ProductStore, legs: Sequence[Leg]) -> None:
+    """Searches each leg and sets its hits: one store call per (field, filter, limit), since a
+    batch of vectors costs about what one does, so concurrent requests share the call."""
+    groups: dict[tuple[Any, ...], list[Leg]] = defaultdict(list)
+    for leg in legs:
+        key = (
+            leg.field,
+            leg.lexical,
+            repr(leg.ranker),
+            repr(leg.filter),
+            leg.limit,
+            leg.with_vectors,
+        )
+        groups[key].append(leg)
+    for (_, lexical, _, _, limit, with_vectors), group in groups.items():
+        vectors = np.stack([leg.vector for leg in group])
+        first = group[0]
+        if lexical is not None and first.lexical is not None and first.ranker is not None:
+            results = store.hybrid_search(
+                first.field,
+                vectors,
+                first.lexical,
+                [leg.text for leg in group],
+                limit,
+                first.ranker,
+                first.filter,
+            )
+        else:
+            results = store.search(first.field, vectors, limit, first.filter, with_vectors)
+        for leg, hits in zip(group, results, strict=True):
+            leg.hits = hits

@@ -23,7 +23,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from schemas.product import ProductImage
@@ -43,7 +42,7 @@ from shopvec.search.lexical import (
 from shopvec.search.neighbour_words import NeighbourWords
 from shopvec.search.photo_crops import PhotoCrops
 from shopvec.search.photo_examples import PhotoExamples
-from shopvec.search.plan import Leg, Plan, filters_from_request, legs_for
+from shopvec.search.plan import Leg, Plan, filters_from_request, legs_for, run_legs
 from shopvec.store.base import LEXICAL_SOURCES, Hit, HybridRanker, ProductStore
 from shopvec.terms import query_terms
 
@@ -133,7 +132,7 @@ class SearchService:
         self._search_lexical([p for p in searching if p.legs and p.legs[0].lexical])
         if self._photo_examples is not None:
             self._photo_examples.refine(searching, self._store)
-        self._run([p.legs[0] for p in searching if p.legs and not p.examples])
+        run_legs(self._store, [p.legs[0] for p in searching if p.legs and not p.examples])
         for p in searching:
             if p.legs and p.legs[0].hits:
                 p.nearest = p.legs[0].hits[0].score
@@ -146,7 +145,7 @@ class SearchService:
             late = p.deadline is not None and now > p.deadline
             if late and len(p.legs) > 1:
                 p.legs, p.truncated = p.legs[:1], True
-        self._run([leg for p in searching for leg in p.legs[1:]])
+        run_legs(self._store, [leg for p in searching for leg in p.legs[1:]])
         for p in searching:
             leg = p.legs[0] if p.legs else None
             if leg is not None and leg.lexical_hits is not None and leg.ranker is not None:
@@ -251,40 +250,6 @@ class SearchService:
                     kind="invalid_request",
                     message=f"no product {p.request.like_product_id!r} to find more like",
                 )
-
-    def _run(self, legs: list[Leg]) -> None:
-        """One store call per (field, filter, limit): a batch of vectors costs about what one
-        does, so concurrent requests share the call."""
-        groups: dict[tuple[Any, ...], list[Leg]] = defaultdict(list)
-        for leg in legs:
-            key = (
-                leg.field,
-                leg.lexical,
-                repr(leg.ranker),
-                repr(leg.filter),
-                leg.limit,
-                leg.with_vectors,
-            )
-            groups[key].append(leg)
-        for (_, lexical, _, _, limit, with_vectors), group in groups.items():
-            vectors = np.stack([leg.vector for leg in group])
-            first = group[0]
-            if lexical is not None and first.lexical is not None and first.ranker is not None:
-                results = self._store.hybrid_search(
-                    first.field,
-                    vectors,
-                    first.lexical,
-                    [leg.text for leg in group],
-                    limit,
-                    first.ranker,
-                    first.filter,
-                )
-            else:
-                results = self._store.search(
-                    first.field, vectors, limit, first.filter, with_vectors
-                )
-            for leg, hits in zip(group, results, strict=True):
-                leg.hits = hits
 
     def _search_lexical(self, plans: list[Plan]) -> None:
         """The full-text legs of hybrid searches alone, before the hybrid searches: each
