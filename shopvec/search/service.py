@@ -173,9 +173,9 @@ class SearchService:
         plan = Plan(request, request.resolved_scenario())
         plan.words = (request.text or "").strip()
         if plan.words and self._glossary is not None:
-            plan.translated = self._glossary.senses(plan.words)
-            if plan.translated:
-                plan.words = f"{plan.words} {plan.translated}"
+            translated = self._glossary.translate(plan.words)
+            plan.translated = translated[len(plan.words) :].strip()
+            plan.words = translated
         if request.deadline_ms is not None:
             plan.deadline = started + (request.deadline_ms - age_ms) / 1000
         scenario = plan.scenario
