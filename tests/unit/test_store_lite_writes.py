@@ -1,7 +1,9 @@
-"""The embedded server's write path against Milvus Lite's own: the record check passes and
-fails the same records with the same errors, leaving them the same, and the block-by-block
-analyzer gives the stock analyzer's tokens for English, Chinese, mixed and odd texts, again
-after its dictionary changes."""
+"""The embedded server's write path against Milvus Lite's own: a request's float vector column
+reads as the stock translator's numbers (or gets its result or its error), and the write-ahead
+log's batch built from it is the stock one; the record check passes and fails the same records
+with the same errors, leaving them the same; and the block-by-block analyzer gives the stock
+analyzer's tokens for English, Chinese, mixed and odd texts, again after its dictionary
+changes."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ import pytest
 
 milvus_lite = pytest.importorskip("milvus_lite")
 validation = pytest.importorskip("milvus_lite.schema.validation")
+records = pytest.importorskip("milvus_lite.adapter.grpc.translators.records")
 jieba_analyzer = pytest.importorskip("milvus_lite.analyzer.jieba_analyzer")
 jieba = pytest.importorskip("jieba")
 
-from milvus_lite import CollectionSchema, DataType, FieldSchema  # noqa: E402
+from milvus_lite import CollectionSchema, DataType, FieldSchema, MilvusLite  # noqa: E402
 
 from shopvec.store import lite  # noqa: E402
 
@@ -26,6 +29,7 @@ DIM = 6
 STOCK_VALIDATE = validation.validate_record
 STOCK_FIND = lite._stock_find_vector or validation._find_float_vector
 STOCK_TOKENIZE = lite._stock_tokenize or jieba_analyzer.JiebaAnalyzer.tokenize
+STOCK_EXTRACT = lite._stock_extract_vector or records._extract_vector_column
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +37,7 @@ def _stock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lite, "_stock_validate", STOCK_VALIDATE)
     monkeypatch.setattr(lite, "_stock_find_vector", STOCK_FIND)
     monkeypatch.setattr(lite, "_stock_tokenize", STOCK_TOKENIZE)
+    monkeypatch.setattr(lite, "_stock_extract_vector", STOCK_EXTRACT)
     monkeypatch.setattr(validation, "_find_float_vector", lite._find_float_vector)
 
 
@@ -86,6 +91,92 @@ RECORDS = [
     _record(extra=1),
     _record(n=_GONE),
 ]
+
+
+def _field_data(
+    values: list[float] | None, *, dim: int = DIM, dtype: int = 101, valid: list[bool] = ()
+) -> Any:
+    """A vector column of a request as pymilvus sends it."""
+    fd = records.schema_pb2.FieldData(field_name="vec", type=dtype)
+    fd.vectors.dim = dim
+    if values is not None:
+        fd.vectors.float_vector.data.extend(values)
+    fd.valid_data.extend(valid)
+    return fd
+
+
+F32 = np.array([0.1, -2.5, 3e38, 1e-45, -0.0, 7.0], np.float32)
+
+COLUMNS: dict[str, tuple[Any, int]] = {
+    "two rows": (_field_data([*F32, *F32[::-1]]), 2),
+    "one row": (_field_data(list(F32)), 1),
+    "not a number and infinities": (
+        _field_data([float("nan"), float("inf"), -float("inf"), 1e40, -1e40, 0.5]),
+        1,
+    ),
+    "full rows beside valid data": (_field_data([*F32, *F32], valid=[True, True]), 2),
+    "a null among two rows (compact)": (_field_data(list(F32), valid=[True, False]), 2),
+    "too few floats": (_field_data(list(F32[:-1])), 1),
+    "too many floats": (_field_data([*F32, 1.0]), 1),
+    "no floats": (_field_data(None), 1),
+    "no rows": (_field_data([]), 0),
+    "no dimension": (_field_data(list(F32), dim=0), 1),
+    "a binary vector": (_field_data(list(F32), dtype=100), 1),
+    "a sparse vector without its data": (_field_data(None, dtype=104), 1),
+}
+
+
+def _column(fn: Any, fd: Any, rows: int) -> tuple[str, Any]:
+    try:
+        column = fn(fd, int(fd.type), rows)
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+    return "ok", [v if v is None else np.asarray(v, np.float32).tobytes() for v in column]
+
+
+@pytest.mark.parametrize("name", list(COLUMNS))
+def test_a_vector_column_reads_as_with_the_stock_translator(name: str) -> None:
+    fd, rows = COLUMNS[name]
+    got, want = _column(lite.extract_vector_column, fd, rows), _column(STOCK_EXTRACT, fd, rows)
+    assert got == want  # the same float32 bits (the stock lists' floats are float32s)
+
+
+def test_a_full_column_reads_as_float32_rows_of_its_own() -> None:
+    fd, rows = COLUMNS["two rows"]
+    column = lite.extract_vector_column(fd, 101, rows)
+    assert all(type(v) is lite.WireRow and v.dtype == np.float32 for v in column)
+    assert [v.tolist() for v in column] == STOCK_EXTRACT(fd, 101, rows)
+    column[0][0] = 5.0  # writable: nothing of the request's is shared
+    assert column[1][-1] == F32[0]
+
+
+def test_a_row_off_the_wire_passes_the_check_as_its_list_does() -> None:
+    fd, _ = COLUMNS["one row"]
+    (row,) = lite.extract_vector_column(fd, 101, 1)
+    for changes in ({}, {"n": "1"}, {"id": None}, {"extra": 1}):
+        got = _outcome(lite.validate_record, _record(vec=row, **changes), _schema())
+        want = _outcome(STOCK_VALIDATE, _record(vec=row.tolist(), **changes), _schema())
+        assert got[0] == want[0]
+    short = lite.extract_vector_column(_field_data(list(F32[:3]), dim=3), 101, 1)[0]
+    assert _outcome(lite.validate_record, _record(vec=short), _schema()) == _outcome(
+        STOCK_VALIDATE, _record(vec=short), _schema()
+    )
+
+
+def test_the_write_ahead_batch_is_the_stock_one(tmp_path: Any) -> None:
+    fd, _ = COLUMNS["two rows"]
+    other = _field_data([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], dim=3)
+    wire = lite.extract_vector_column(fd, 101, 2), lite.extract_vector_column(other, 101, 2)
+    lists = STOCK_EXTRACT(fd, 101, 2), STOCK_EXTRACT(other, 101, 2)
+    with MilvusLite(str(tmp_path / "db")) as db:
+        collection = db.create_collection("c", _schema(nullable=True))
+
+        def batch(vec: list[Any], others: list[Any]) -> Any:
+            rows = [_record(id=f"r{i}", vec=vec[i], other=others[i]) for i in range(2)]
+            return collection._build_wal_data_batch(rows, "_default", [1, 2])
+
+        assert batch(*wire).equals(batch(*lists))
+        assert batch([wire[0][0], None], wire[1]).equals(batch([lists[0][0], None], lists[1]))
 
 
 def _outcome(fn: Any, record: Any, schema: CollectionSchema) -> tuple[str, Any]:
