@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import random
 import struct
 import zlib
 
@@ -17,6 +18,7 @@ from shopvec.imaging import (
     decode_base64,
     decode_image,
 )
+from shopvec.imaging import decode as decode_mod
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
@@ -178,6 +180,72 @@ def test_garbage_is_undecodable(data: bytes) -> None:
 def test_formats_outside_the_list_are_undecodable(fmt: str) -> None:
     with pytest.raises(ImageUndecodable, match="supported format"):
         decode_image(encode(halves(16, 16), fmt), max_pixels=10_000)
+
+
+# --- the JPEG header walk against PIL's ------------------------------------------------------
+
+
+def _jpegs() -> dict[str, bytes]:
+    image = Image.effect_noise((40, 24), 64).convert("RGB")
+    turned = Image.Exif()
+    turned[0x0112] = 6
+    mpo = io.BytesIO()
+    image.save(mpo, "MPO", save_all=True, append_images=[halves()])
+    return {
+        "baseline": encode(image, "JPEG"),
+        "progressive": encode(image, "JPEG", progressive=True),
+        "optimised": encode(image, "JPEG", optimize=True),
+        "grey": encode(image.convert("L"), "JPEG"),
+        "CMYK": encode(image.convert("CMYK"), "JPEG"),
+        "EXIF orientation": encode(image, "JPEG", exif=turned.tobytes()),
+        "ICC profile": encode(image, "JPEG", icc_profile=b"x" * 3000),
+        "comment": encode(image, "JPEG", comment=b"a comment"),
+        "no subsampling": encode(image, "JPEG", subsampling=0),
+        "multi-picture (MPO)": mpo.getvalue(),
+    }
+
+
+JPEGS = _jpegs()
+
+
+@pytest.mark.parametrize("name", list(JPEGS))
+def test_a_jpeg_header_is_read_as_pil_reads_it(name: str) -> None:
+    data = JPEGS[name]
+    walked = decode_mod._jpeg_header(data)
+    if name.startswith("multi-picture"):
+        assert walked is None  # PIL reads it (and decodes it)
+    else:
+        assert walked == decode_mod._pil_header(data, 10_000)
+
+
+def _outcome(data: bytes, walk: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[object, ...]:
+    with monkeypatch.context() as m:
+        if not walk:
+            m.setattr(decode_mod, "_jpeg_header", lambda data: None)
+        try:
+            image = decode_image(data, max_pixels=10_000)
+        except (ImageTooLarge, ImageUndecodable) as exc:
+            return (type(exc).__name__,)
+    return ("decoded", tuple(image.shape), image.sum().item())
+
+
+def test_damaged_jpegs_end_as_with_pils_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cut short, bytes changed or put in within the header and the first of the scan: each
+    is decoded to the same pixels or refused as before, whichever header reader reads it."""
+    rng = random.Random(8)
+    for data in JPEGS.values():
+        for _ in range(40):
+            damaged = bytearray(data)
+            way = rng.randrange(3)
+            at = rng.randrange(min(len(damaged), 800))
+            if way == 0:
+                del damaged[at:]
+            elif way == 1:
+                damaged[at] = rng.randrange(256)
+            else:
+                damaged[at:at] = rng.randbytes(rng.randint(1, 4))
+            mutant = bytes(damaged)
+            assert _outcome(mutant, True, monkeypatch) == _outcome(mutant, False, monkeypatch)
 
 
 # --- inline base64 --------------------------------------------------------------------------
