@@ -26,7 +26,8 @@ float or int, all of which the loop accepts) and has the stock function check th
 other value goes through the stock check whole and fails as it did. And its jieba analyzer
 cuts every text whole for BM25, though a text's tokens are its blocks' (the runs jieba's own
 pattern splits it into) in order: `tokenize` keeps each block's tokens, and a catalogue's
-words repeat. Differential tests hold both to the stock results. Then the same rows' four
+words repeat; the tokens' term ids (a hash computed one byte at a time in Python) are kept
+too (`term_to_id`). Differential tests hold them to the stock results. Then the same rows' four
 vectors (2,816 floats) cost half of what was left, read off the request element by element
 into lists of Python floats and converted back one by one into the write-ahead log's Arrow
 batch: `extract_vector_column` reads a column that holds every row as one block of float32s
@@ -68,6 +69,7 @@ __all__ = [
     "extract_vector_column",
     "install",
     "main",
+    "term_to_id",
     "tokenize",
     "validate_record",
 ]
@@ -814,6 +816,27 @@ def tokenize(self: Any, text: str) -> list[str]:
     return tokens
 
 
+_stock_term_to_id: Callable[[str], int] | None = None
+
+_TERM_IDS_KEPT = 200_000
+"""Tokens whose term ids are kept (a few tens of MB at most, with `_BLOCK_KEPT_CHARS`)."""
+
+_term_ids: dict[str, int] = {}
+
+
+def term_to_id(term: str) -> int:
+    """Milvus Lite's term_to_id (FNV-1a over the token's UTF-8 bytes, one Python step a byte),
+    kept per token: the analyzer maps every token of every text through it, and a
+    catalogue's tokens repeat. The id is a pure function of the token."""
+    assert _stock_term_to_id is not None
+    got = _term_ids.get(term)
+    if got is None:
+        got = _stock_term_to_id(term)
+        if len(term) <= _BLOCK_KEPT_CHARS and len(_term_ids) < _TERM_IDS_KEPT:
+            _term_ids[term] = got
+    return got
+
+
 _stock_field_data: Callable[[str, Any, list[Any]], Any] | None = None
 
 _FLOATS = frozenset({float})
@@ -879,10 +902,16 @@ def _install_reads() -> None:
 
 def _install_writes() -> None:
     global _stock_validate, _stock_find_vector, _stock_tokenize, _stock_extract_vector
+    global _stock_term_to_id
     import milvus_lite.adapter.grpc.translators.records as records
+    import milvus_lite.analyzer.protocol as analyzers
     import milvus_lite.engine.collection as collection
     import milvus_lite.schema.validation as validation
     from milvus_lite.analyzer.jieba_analyzer import JiebaAnalyzer
+
+    if analyzers.term_to_id is not term_to_id:
+        _stock_term_to_id = analyzers.term_to_id
+        analyzers.term_to_id = term_to_id
 
     if records._extract_vector_column is not extract_vector_column:
         _stock_extract_vector = records._extract_vector_column

@@ -16,6 +16,7 @@ import pytest
 milvus_lite = pytest.importorskip("milvus_lite")
 validation = pytest.importorskip("milvus_lite.schema.validation")
 records = pytest.importorskip("milvus_lite.adapter.grpc.translators.records")
+analyzer_hash = pytest.importorskip("milvus_lite.analyzer.hash")
 jieba_analyzer = pytest.importorskip("milvus_lite.analyzer.jieba_analyzer")
 jieba = pytest.importorskip("jieba")
 
@@ -30,6 +31,7 @@ STOCK_VALIDATE = validation.validate_record
 STOCK_FIND = lite._stock_find_vector or validation._find_float_vector
 STOCK_TOKENIZE = lite._stock_tokenize or jieba_analyzer.JiebaAnalyzer.tokenize
 STOCK_EXTRACT = lite._stock_extract_vector or records._extract_vector_column
+STOCK_TERM_TO_ID = lite._stock_term_to_id or analyzer_hash.term_to_id
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +40,8 @@ def _stock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lite, "_stock_find_vector", STOCK_FIND)
     monkeypatch.setattr(lite, "_stock_tokenize", STOCK_TOKENIZE)
     monkeypatch.setattr(lite, "_stock_extract_vector", STOCK_EXTRACT)
+    monkeypatch.setattr(lite, "_stock_term_to_id", STOCK_TERM_TO_ID)
+    monkeypatch.setattr(lite, "_term_ids", {})
     monkeypatch.setattr(validation, "_find_float_vector", lite._find_float_vector)
 
 
@@ -263,3 +267,12 @@ def test_the_kept_blocks_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     fresh = jieba_analyzer.JiebaAnalyzer()
     assert lite.tokenize(fresh, long) == STOCK_TOKENIZE(fresh, long)
     assert long not in fresh._shopvec_blocks
+
+
+def test_the_same_term_ids_as_the_stock_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lite, "_TERM_IDS_KEPT", 5)
+    tokens = [t for text in TEXTS for t in text.split()] + ["", "x" * 100]
+    for _ in range(2):  # the second time from the kept ids
+        assert [lite.term_to_id(t) for t in tokens] == [STOCK_TERM_TO_ID(t) for t in tokens]
+    assert len(lite._term_ids) == 5
+    assert "x" * 100 not in lite._term_ids
