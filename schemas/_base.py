@@ -7,10 +7,27 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-__all__ = ["SCHEMA_VERSION", "Contract", "UtcDatetime", "utc_now"]
+__all__ = ["INT64_MAX", "SCHEMA_VERSION", "Contract", "UtcDatetime", "utc_now", "utf8_at_most"]
 
 SCHEMA_VERSION = 1
 """Bumped on a change that an old reader cannot accept; readers accept their own and older."""
+
+
+INT64_MAX = 2**63 - 1
+"""The largest integer a Milvus INT64 field, or a JSON field's number, holds."""
+
+
+def utf8_at_most(limit: int) -> AfterValidator:
+    """A string's limit in UTF-8 bytes, as Milvus counts a VARCHAR's max_length (a character
+    limit lets a string of Chinese, three bytes a character, past a field of the same size)."""
+
+    def check(value: str) -> str:
+        size = len(value.encode())
+        if size > limit:
+            raise ValueError(f"{size} bytes in UTF-8, more than {limit}")
+        return value
+
+    return AfterValidator(check)
 
 
 def _as_utc(value: datetime) -> datetime:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import math
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, TypeAdapter, model_validator
+from pydantic import Field, StringConstraints, TypeAdapter, field_validator, model_validator
 
-from schemas._base import Contract, UtcDatetime
+from schemas._base import INT64_MAX, Contract, UtcDatetime, utf8_at_most
 
 __all__ = [
+    "ATTRIBUTES_MAX_BYTES",
+    "BRAND_MAX_BYTES",
+    "CATEGORY_MAX_BYTES",
     "MAX_INLINE_IMAGE_BYTES",
     "PRODUCT_ID_MAX_LENGTH",
     "PRODUCT_ID_PATTERN",
@@ -25,6 +30,13 @@ MAX_INLINE_IMAGE_BYTES = 8 * 1024 * 1024
 """Base64 text longer than this (about 6 MiB of image) is refused at validation."""
 
 PRODUCT_ID_MAX_LENGTH = 128
+"""At most 128 characters, and at most 128 bytes in UTF-8 (the Milvus primary key's length)."""
+BRAND_MAX_BYTES = 256
+CATEGORY_MAX_BYTES = 128
+"""Each name of the category path."""
+ATTRIBUTES_MAX_BYTES = 16 * 1024
+"""The attributes as compact JSON; they are stored in a Milvus JSON field of at most 64 KiB,
+beside the product's thumbnail and the rest of its document."""
 PRODUCT_ID_PATTERN = r"^[\p{L}\p{M}\p{Nd}._:@+\-]+$"
 r"""Letters of any script with their combining marks, decimal digits, and `. _ : @ + -`.
 
@@ -44,9 +56,32 @@ ProductId = Annotated[
         min_length=1,
         max_length=PRODUCT_ID_MAX_LENGTH,
         pattern=PRODUCT_ID_PATTERN,
-        description="letters, combining marks, decimal digits and . _ : @ + - (1 to 128)",
+        description=(
+            "letters, combining marks, decimal digits and . _ : @ + - (1 to 128 characters, "
+            "at most 128 bytes in UTF-8)"
+        ),
     ),
+    utf8_at_most(PRODUCT_ID_MAX_LENGTH),
 ]
+
+
+def _check_json_values(value: Any) -> None:
+    """Refuses what a JSON field in Milvus cannot hold: NaN and infinities (JSON has no
+    number for them) and integers beyond 64 bits."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        if not -INT64_MAX - 1 <= value <= INT64_MAX:
+            raise ValueError("an integer outside the 64-bit range")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value}: JSON has no such number")
+    elif isinstance(value, dict):
+        for v in value.values():
+            _check_json_values(v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_json_values(v)
 
 
 class ProductImage(Contract):
@@ -69,20 +104,43 @@ class ProductUpsert(Contract):
     schema_version: Literal[1] = 1
     kind: Literal["upsert"] = "upsert"
     id: ProductId
-    version: int = Field(ge=0, description="monotonic per product: the highest version wins")
+    version: int = Field(
+        ge=0, le=INT64_MAX, description="monotonic per product: the highest version wins"
+    )
     updated_at: UtcDatetime
     title: str = Field(default="", max_length=512)
     description: str = Field(default="", max_length=8192)
-    category_path: list[Annotated[str, Field(max_length=128)]] = Field(
-        default_factory=list, max_length=16, description='e.g. ["Apparel", "Topwear", "Tshirts"]'
+    category_path: list[Annotated[str, Field(max_length=128), utf8_at_most(CATEGORY_MAX_BYTES)]] = (
+        Field(
+            default_factory=list,
+            max_length=16,
+            description='e.g. ["Apparel", "Topwear", "Tshirts"]',
+        )
     )
-    brand: str | None = Field(default=None, max_length=128)
+    brand: Annotated[str, utf8_at_most(BRAND_MAX_BYTES)] | None = Field(
+        default=None, max_length=128
+    )
     price: Decimal | None = Field(default=None, ge=0, max_digits=14, decimal_places=4)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     in_stock: bool = True
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "JSON values: strings, finite numbers, integers of 64 bits, booleans, null, lists "
+            "and objects of them; at most 16 KiB as compact JSON"
+        ),
+    )
     images: list[ProductImage] = Field(default_factory=list, max_length=16)
     locale: str = Field(default="en", max_length=35)
+
+    @field_validator("attributes")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_json_values(value)
+        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+        if size > ATTRIBUTES_MAX_BYTES:
+            raise ValueError(f"{size} bytes as JSON, more than {ATTRIBUTES_MAX_BYTES}")
+        return value
 
     @model_validator(mode="after")
     def _something_to_index(self) -> ProductUpsert:
@@ -102,7 +160,7 @@ class ProductDelete(Contract):
     schema_version: Literal[1] = 1
     kind: Literal["delete"] = "delete"
     id: ProductId
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=INT64_MAX)
     updated_at: UtcDatetime
 
 

@@ -17,7 +17,7 @@ from pymilvus import DataType, MilvusClient
 
 from shopvec.behaviour.stats import RowKind, StatsRow
 from shopvec.store.loading import LOAD_TIMEOUT_S, CollectionLoader, reloading
-from shopvec.store.milvus import get_chunked, milvus_literal
+from shopvec.store.milvus import get_chunked, key_filter, milvus_literal
 
 __all__ = ["MilvusStatsStore", "MilvusUserStore", "counts_collection"]
 
@@ -116,7 +116,9 @@ class MilvusUserStore:
 
     @reloading
     def get(self, pseudonyms: Sequence[str]) -> dict[str, dict[str, Any]]:
-        rows = get_chunked(self._client, self.name, pseudonyms, _USER_FIELDS, self._timeout)
+        rows = get_chunked(
+            self._client, self.name, pseudonyms, _USER_FIELDS, self._timeout, key="pseudonym"
+        )
         return {r["pseudonym"]: dict(r) for r in rows}
 
     @reloading
@@ -127,7 +129,9 @@ class MilvusUserStore:
     @reloading
     def delete(self, pseudonyms: Sequence[str]) -> None:
         if pseudonyms:
-            self._client.delete(self.name, ids=list(pseudonyms), timeout=self._timeout)
+            self._client.delete(
+                self.name, filter=key_filter("pseudonym", pseudonyms), timeout=self._timeout
+            )
 
     @reloading
     def inactive(
@@ -187,7 +191,7 @@ class MilvusStatsStore:
 
     @reloading
     def get(self, keys: Sequence[str]) -> dict[str, StatsRow]:
-        rows = get_chunked(self._client, self.name, keys, _STATS_FIELDS, self._timeout)
+        rows = get_chunked(self._client, self.name, keys, _STATS_FIELDS, self._timeout, key="key")
         return {r["key"]: _stats_row(r) for r in rows}
 
     @reloading

@@ -131,6 +131,7 @@ class KafkaBackend:
 
     def _product(self, product_id: str) -> ProductView | None:
         from shopvec.runtime import milvus_client
+        from shopvec.store.milvus import key_filter
 
         m = self._settings.milvus
         try:
@@ -138,8 +139,11 @@ class KafkaBackend:
                 if self._milvus is None:
                     self._milvus = milvus_client(self._settings)
                 client = self._milvus
-            rows = client.get(
-                m.collection, ids=[product_id], output_fields=_PRODUCT_FIELDS, timeout=m.timeout_s
+            rows = client.query(
+                m.collection,
+                filter=key_filter("id", [product_id]),
+                output_fields=_PRODUCT_FIELDS,
+                timeout=m.timeout_s,
             )
         except Exception as exc:
             if _missing_collection(exc):

@@ -26,7 +26,14 @@ from shopvec.encoders.base import Encoder
 from shopvec.fusion import Fusion
 from shopvec.imaging.colour import colour_words_many
 from shopvec.imaging.thumbnail import thumbnail_data_uri
-from shopvec.store.base import TEXT_MAX_BYTES, VECTOR_FIELDS, ProductStore, StoredState, clip_utf8
+from shopvec.store.base import (
+    TEXT_MAX_BYTES,
+    TITLE_MAX_BYTES,
+    VECTOR_FIELDS,
+    ProductStore,
+    StoredState,
+    clip_utf8,
+)
 from shopvec.terms import index_terms
 
 __all__ = [
@@ -422,7 +429,7 @@ class ProductIndexer:
             "version": e.version,
             "deleted": False,
             "event_ms": int(e.updated_at.timestamp() * 1000),
-            "title": e.title[:1024],
+            "title": clip_utf8(e.title, TITLE_MAX_BYTES),
             "brand": e.brand or "",
             "price": float(e.price) if e.price is not None else -1.0,
             "in_stock": e.in_stock,

@@ -29,14 +29,16 @@ from functools import partial
 from typing import Any
 
 from confluent_kafka import Message
+from pydantic import TypeAdapter, ValidationError
 
 from schemas.dead_letter import ErrorKind
-from schemas.product import ProductUpsert, parse_product_event
+from schemas.product import ProductId, ProductUpsert, parse_product_event
 from shopvec.indexing.pipeline import IndexOutcome, Prepared, ProductEventT, ProductIndexer
 from shopvec.kafka.batch import Batch, Reject
 from shopvec.kafka.loop import Retrier
 from shopvec.metrics import IndexerMetrics
 from shopvec.store.base import StoredState
+from shopvec.text import printable
 
 __all__ = ["IndexerService", "Tombstone", "batch_weight", "max_in_flight"]
 
@@ -79,6 +81,20 @@ class Tombstone:
 
 
 Decoded = ProductEventT | Tombstone
+
+_PRODUCT_ID: TypeAdapter[str] = TypeAdapter(ProductId)
+
+
+def _tombstone_id(key: bytes) -> str:
+    """The product a tombstone's key names, held to the ids the events may carry: the key
+    becomes a term of the store's delete."""
+    try:
+        return _PRODUCT_ID.validate_python(key.decode())
+    except (UnicodeDecodeError, ValidationError):
+        shown = printable(key.decode(errors="replace"))[:140]
+        raise Reject(
+            "schema_violation", f"a tombstone's key {shown!r} is not a product id"
+        ) from None
 
 
 def batch_weight(item: Decoded) -> int:
@@ -141,14 +157,24 @@ class IndexerService:
     # -- the runtime's handler, on the consumer thread ----------------------------------------
 
     def decode(self, msg: Message) -> Decoded:
+        """A record with no value is a tombstone, for the product its key names; an event's key,
+        where it has one, is its product's id (the key decides the partition, and the topic's
+        compaction keeps one record per key, so a record keyed apart from its body would be
+        ordered and removed as another product's)."""
         self._metrics.events_in.inc()
-        value = msg.value()
+        value, key = msg.value(), msg.key()
         if value is None:
-            key = msg.key()
             if not key:
                 raise Reject("schema_violation", "tombstone without a key")
-            return Tombstone(key.decode(errors="replace"))
-        return parse_product_event(value)
+            return Tombstone(_tombstone_id(key))
+        event = parse_product_event(value)
+        if key is not None and key != event.id.encode():
+            raise Reject(
+                "schema_violation",
+                f"the record's key {printable(key.decode(errors='replace'))[:140]!r} is not "
+                f"its product's id {event.id!r}",
+            )
+        return event
 
     def submit(self, batch: Batch[Decoded]) -> None:
         assembled = time.time()

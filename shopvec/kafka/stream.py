@@ -200,7 +200,9 @@ class StreamRuntime(Generic[T]):
             except ValidationError as exc:
                 batch.reject(msg, classify_validation_error(exc), readable_validation_error(exc))
             except Exception as exc:
-                batch.reject(msg, "unprocessable", f"{self.worker} could not read it: {exc!r}")
+                batch.reject(
+                    msg, "unprocessable", f"{self.worker} could not read it: {_cause(exc)}"
+                )
         return batch
 
     def _submit(self, batch: Batch[T]) -> None:
@@ -298,7 +300,7 @@ class StreamRuntime(Generic[T]):
             # trying the same message again with backoff while the loop keeps polling.
             reason = (
                 f"{self._failures_in_a_row} messages in a row failed alone, the last with "
-                f"{exc!r}: a fault of the system rather than of the messages; fix it and the "
+                f"{_cause(exc)}: a fault of the system rather than of the messages; fix it and the "
                 "worker resumes with the same message"
             )
             if not self._system_fault:
@@ -309,7 +311,7 @@ class StreamRuntime(Generic[T]):
             self._retry_at = time.monotonic() + min(30.0, self._fault_backoff_s * 2.0**extra)
             return "wait"
         msg = batch.items[0][0]
-        batch.reject(msg, "unprocessable", f"{self.worker}: {exc!r}")
+        batch.reject(msg, "unprocessable", f"{self.worker}: {_cause(exc)}")
         # Given up on: its completion is no success that ends a run of failures.
         batch.items, batch.error = [], None
         return "complete"
@@ -432,6 +434,15 @@ class StreamRuntime(Generic[T]):
         # Lost, not revoked: another member may already own them, so nothing is committed.
         self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
         log.warning("%s: partitions lost %s", self.worker, _named(partitions))
+
+
+def _cause(exc: BaseException) -> str:
+    """An exception as a reason: its type and message (pymilvus's exceptions have an empty
+    repr, so the reason read `DataNotMatchException()` and no more)."""
+    name, text = type(exc).__name__, str(exc)
+    if not text:
+        return name
+    return text if name in text else f"{name}: {text}"
 
 
 def _named(partitions: list[TopicPartition]) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "LEXICAL_SOURCES",
     "SCALAR_OUTPUT_FIELDS",
     "TEXT_MAX_BYTES",
+    "TITLE_MAX_BYTES",
     "VECTOR_FIELDS",
     "CollectionSpec",
     "Hit",
@@ -48,6 +49,9 @@ LEXICAL_SOURCES: dict[LexicalField, str] = {"words_sparse": "words", "photo_spar
 """Each sparse field and the analysed text field its BM25 function reads."""
 TEXT_MAX_BYTES: dict[str, int] = {"words": 8192, "photo_words": 512}
 """The analysed fields' lengths in UTF-8 bytes (Milvus counts VARCHAR lengths in bytes)."""
+TITLE_MAX_BYTES = 1024
+"""The stored title's length in UTF-8 bytes: a title of 512 characters may take 2,048, and the
+stored copy (for display) keeps what fits; the words field and the encoder have it whole."""
 SCALAR_OUTPUT_FIELDS = (
     "id",
     "version",

@@ -23,6 +23,7 @@ from pymilvus import (
     WeightedRanker,
 )
 
+from schemas.product import BRAND_MAX_BYTES, CATEGORY_MAX_BYTES, PRODUCT_ID_MAX_LENGTH
 from shopvec.encoders.base import EncoderInfo
 from shopvec.similarity import score_from_distance
 from shopvec.store.base import (
@@ -30,6 +31,7 @@ from shopvec.store.base import (
     LEXICAL_SOURCES,
     SCALAR_OUTPUT_FIELDS,
     TEXT_MAX_BYTES,
+    TITLE_MAX_BYTES,
     VECTOR_FIELDS,
     CollectionSpec,
     Hit,
@@ -46,6 +48,7 @@ __all__ = [
     "MilvusProductStore",
     "filter_expression",
     "get_chunked",
+    "key_filter",
     "milvus_literal",
     "spec_from_collection",
 ]
@@ -85,6 +88,13 @@ def milvus_literal(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(milvus_literal(v) for v in value) + "]"
     raise TypeError(f"no Milvus literal for a {type(value).__name__}")
+
+
+def key_filter(field: str, keys: Sequence[str]) -> str:
+    """Rows by primary key, as a filter whose keys are quoted literals. pymilvus's `ids=` (get,
+    delete) puts string keys between single quotes without escaping them, so a key holding a
+    quote rewrote the filter: a delete of `x'] or id not in ['` removed every row."""
+    return f"{field} in {milvus_literal(list(keys))}"
 
 
 def filter_expression(flt: SearchFilter | None) -> str:
@@ -144,16 +154,17 @@ def get_chunked(
     ids: Sequence[str],
     fields: Sequence[str],
     timeout_s: float,
+    key: str = "id",
 ) -> list[dict[str, Any]]:
-    """Rows by primary key, a few hundred ids per call (each id is a term in the request),
-    duplicates asked once."""
+    """Rows by primary key (the field `key`), a few hundred ids per call (each id is a term in
+    the request), duplicates asked once."""
     wanted = list(dict.fromkeys(ids))
     rows: list[dict[str, Any]] = []
     for start in range(0, len(wanted), _GET_CHUNK):
         rows.extend(
-            client.get(
+            client.query(
                 collection,
-                ids=wanted[start : start + _GET_CHUNK],
+                filter=key_filter(key, wanted[start : start + _GET_CHUNK]),
                 output_fields=list(fields),
                 timeout=timeout_s,
             )
@@ -255,12 +266,12 @@ class MilvusProductStore:
 
     def _create(self, name: str) -> None:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=128)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=PRODUCT_ID_MAX_LENGTH)
         schema.add_field("version", DataType.INT64)
         schema.add_field("deleted", DataType.BOOL)
         schema.add_field("event_ms", DataType.INT64)
-        schema.add_field("title", DataType.VARCHAR, max_length=1024)
-        schema.add_field("brand", DataType.VARCHAR, max_length=256)
+        schema.add_field("title", DataType.VARCHAR, max_length=TITLE_MAX_BYTES)
+        schema.add_field("brand", DataType.VARCHAR, max_length=BRAND_MAX_BYTES)
         schema.add_field("price", DataType.DOUBLE)
         schema.add_field("in_stock", DataType.BOOL)
         schema.add_field(
@@ -268,7 +279,7 @@ class MilvusProductStore:
             DataType.ARRAY,
             element_type=DataType.VARCHAR,
             max_capacity=16,
-            max_length=128,
+            max_length=CATEGORY_MAX_BYTES,
         )
         schema.add_field("has_image", DataType.BOOL)
         schema.add_field("has_text", DataType.BOOL)
@@ -350,7 +361,9 @@ class MilvusProductStore:
     @reloading
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
-            self._client.delete(self._spec.name, ids=list(ids), timeout=self._timeout)
+            self._client.delete(
+                self._spec.name, filter=key_filter("id", ids), timeout=self._timeout
+            )
 
     @reloading
     def search(

@@ -27,6 +27,7 @@ from shopvec.publish import EventPublisher
 from shopvec.runtime import build_indexer_service, build_query_worker
 from tests.integration.conftest import running
 from tests.integration.test_end_to_end import read_dead_letters, sample
+from tests.integration.test_indexer_service import live_versions, product_store
 
 pytestmark = pytest.mark.integration
 
@@ -279,3 +280,36 @@ def test_filters_of_any_characters_find_their_products_and_hostile_ones_are_refu
             assert error is not None and error.kind == "invalid_request", (name, error)
         assert client.search("shirt", top_k=3).results
         assert query.health.ready()
+
+
+def test_keys_that_are_not_their_products_ids_touch_no_other_product(
+    settings, encoder, wait_for
+) -> None:
+    """A tombstone's key becomes a term of Milvus's delete, and a record's key decides where
+    its product's events are ordered and compacted: a key that is no product id, or another
+    product's, is dead-lettered and the catalogue stays as it was."""
+    products = sample(3)
+    indexer, metrics = build_indexer_service(settings, encoder)
+    store = product_store(settings, encoder)
+    publisher = EventPublisher(settings)
+    hostile = {
+        b"zz'] or id not in ['": None,  # pymilvus's `ids=` took it into its filter as it was
+        b'zz"] or id not in ["': None,
+        b"not its id": products[0].model_copy(update={"id": "elsewhere"}).to_bytes(),
+    }
+    with running(indexer.run, indexer.ready):
+        publisher.send_all(products[:2], progress=False)
+        wait_for(lambda: metrics.written._value.get() >= 2, 60, "the first products")
+        for key, value in hostile.items():
+            publisher.send_raw(key, value)
+        publisher.send_all(products[2:], progress=False)
+        dead = read_dead_letters(settings, len(hostile), timeout_s=60)
+        wait_for(lambda: metrics.written._value.get() >= 3, 60, "the product after them")
+        assert indexer.health.ready()
+    assert sorted(d.error_kind for d in dead) == ["schema_violation"] * len(hostile)
+    assert any("is not its product's id 'elsewhere'" in d.error_message for d in dead)
+    assert sorted(live_versions(store)) == sorted(p.id for p in products)
+    # The store quotes keys itself: one with quotes deletes and finds nothing else.
+    store.delete(["zz'] or id not in ['", 'zz"] or id not in ["'])
+    assert store.get(["x' or id != '"]) == {}
+    assert sorted(live_versions(store)) == sorted(p.id for p in products)

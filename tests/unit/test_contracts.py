@@ -58,11 +58,38 @@ def test_product_delete_is_discriminated() -> None:
         {"images": [{"url": "https://a/b.jpg", "data_base64": "AAAA"}]},
         {"title": "", "images": []},
         {"id": "has spaces"},
+        # Past what the Milvus fields hold: a write refused there failed the event late,
+        # and a run of such events stopped the indexer as a fault of the system.
+        {"version": 2**63},
+        {"brand": "商" * 86},  # 86 characters, 258 bytes
+        {"category_path": ["商" * 43]},
+        {"attributes": {"n": 2**64}},
+        {"attributes": {"n": [{"m": -(2**63) - 1}]}},
+        {"attributes": {"n": float("nan")}},
+        {"attributes": {"n": float("inf")}},
+        {"attributes": {"blob": "x" * 16_384}},
     ],
 )
 def test_product_upsert_refuses(change: dict) -> None:
     with pytest.raises(ValidationError):
         parse_product_event(json.dumps({**UPSERT, **change}))
+
+
+def test_product_events_take_the_largest_values_milvus_holds() -> None:
+    event = parse_product_event(
+        json.dumps(
+            {
+                **UPSERT,
+                "version": 2**63 - 1,
+                "brand": "商" * 85,
+                "category_path": ["商" * 42],
+                "attributes": {"n": -(2**63), "m": [2**63 - 1, 1.5, None, {"k": "v"}]},
+            }
+        )
+    )
+    assert isinstance(event, ProductUpsert) and event.version == 2**63 - 1
+    with pytest.raises(ValidationError):
+        ProductDelete(id="sku-1", version=2**63, updated_at="2026-01-01T00:00:00Z")
 
 
 def test_not_json_is_reported_as_json_invalid() -> None:
@@ -161,6 +188,7 @@ GOOD_IDS = [
     "商品:1",
     "हिन्दी",  # combining vowel signs
     "x" * 128,
+    "商" * 42,  # 126 bytes in UTF-8
 ]
 BAD_IDS = [
     "",
@@ -181,6 +209,7 @@ BAD_IDS = [
     "a\tb",
     "a\u00a0b",
     "x" * 129,
+    "商" * 43,  # 43 characters, 129 bytes: past the Milvus key
     'a"b',
     "a'b",
     "a,b",
@@ -229,7 +258,8 @@ def test_exported_id_pattern_means_what_the_model_does() -> None:
     for product_id in GOOD_IDS:
         assert regex.fullmatch(PRODUCT_ID_PATTERN, product_id), repr(product_id)
     for product_id in BAD_IDS:
-        if len(product_id) <= 128:
+        # Lengths are the schema's maxLength (characters) and its description (bytes).
+        if len(product_id.encode()) <= 128:
             assert not regex.fullmatch(PRODUCT_ID_PATTERN, product_id), repr(product_id)
 
 

@@ -14,7 +14,7 @@ pytest.importorskip("milvus_lite")
 from milvus_lite import CollectionSchema, DataType, FieldSchema, MilvusLite
 
 from shopvec.store import SearchFilter, filter_expression
-from shopvec.store.milvus import milvus_literal
+from shopvec.store.milvus import key_filter, milvus_literal
 
 AWKWARD = [
     'Sh"oes',
@@ -95,3 +95,30 @@ def test_literals_of_other_values() -> None:
             milvus_literal(bad)
     with pytest.raises(TypeError):
         milvus_literal({"a": 1})
+
+
+def test_rows_by_key_are_those_keys_alone(tmp_path: Path) -> None:
+    """pymilvus's `ids=` put string keys between quotes unescaped; key_filter quotes them."""
+    keys = ["x' or id != '", 'y" or id != "', "back\\slash", "it's", "plain"]
+    with MilvusLite(str(tmp_path / "db")) as db:
+        col = _collection(db)
+        col.insert(
+            [
+                {
+                    "id": key,
+                    "deleted": False,
+                    "brand": "",
+                    "price": 1.0,
+                    "category": [],
+                    "doc": {},
+                    "vec": [0.0, float(i)],
+                }
+                for i, key in enumerate(keys)
+            ]
+        )
+        for key in keys:
+            found = col.query(expr=key_filter("id", [key]), output_fields=["id"])
+            assert [r["id"] for r in found] == [key]
+        assert col.query(expr=key_filter("id", ["zz'] or id not in ['"])) == []
+        both = col.query(expr=key_filter("id", keys[:2]), output_fields=["id"])
+        assert sorted(r["id"] for r in both) == sorted(keys[:2])

@@ -14,6 +14,7 @@ from typing import Any, cast
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from prometheus_client import CollectorRegistry
+from pymilvus.exceptions import DataNotMatchException
 
 from schemas.dead_letter import DeadLetter
 from schemas.search import SearchReply, SearchRequest
@@ -180,6 +181,20 @@ def test_a_failing_batch_is_split_and_only_the_failing_message_dead_lettered() -
     assert dead.offset == 1 and "cannot apply" in dead.error_message
     assert sorted(set(consumer.stored)) == [0, 1, 2] and consumer.stored[-1] == 2
     assert runtime.health.reason is None
+
+
+def test_a_dead_letter_says_what_failed_though_the_exception_s_repr_is_empty() -> None:
+    class Refused(Recorder):
+        def submit(self, batch: Batch[str]) -> None:
+            raise DataNotMatchException(message="the length (1181) exceeds max length (1024)")
+
+    runtime, _, producer, _ = _runtime(Refused())
+    runtime.process(_msgs("a"))
+    (dead,) = _dead_letters(producer)
+    assert dead.error_message == (
+        "test: <DataNotMatchException: (code=1, message=the length (1181) exceeds max length "
+        "(1024))>"
+    )
 
 
 def test_when_every_message_fails_alone_the_system_is_at_fault_not_the_messages() -> None:
