@@ -160,22 +160,39 @@ class SearchClient:
             self._pending[request_id] = future
         return future
 
+    @property
+    def waiting(self) -> int:
+        """Requests whose replies this client still waits for."""
+        with self._lock:
+            return len(self._pending)
+
+    def forget(self, request_id: str) -> None:
+        """Stops waiting for request_id's reply (a caller that gave up on it): its future is
+        no longer kept, and a late reply is dropped."""
+        with self._lock:
+            self._pending.pop(request_id, None)
+
     def send(self, request: SearchRequest) -> Future[SearchReply]:
-        """Sends without waiting; the future resolves with the reply."""
+        """Sends without waiting; the future resolves with the reply. A caller that stops
+        waiting calls `forget`."""
         if request.reply_topic is None:
             request = request.model_copy(update={"reply_topic": self.reply_topic})
         future = self.expect(request.request_id)
-        self._producer.produce(
-            self._requests.name(),
-            key=request.request_id.encode(),
-            value=request.to_bytes(),
-            headers=[
-                (HEADER_CORRELATION_ID, request.request_id.encode()),
-                (HEADER_REPLY_TOPIC, (request.reply_topic or "").encode()),
-                (HEADER_CONTENT_TYPE, b"application/json"),
-            ],
-            on_delivery=self._stored,
-        )
+        try:
+            self._producer.produce(
+                self._requests.name(),
+                key=request.request_id.encode(),
+                value=request.to_bytes(),
+                headers=[
+                    (HEADER_CORRELATION_ID, request.request_id.encode()),
+                    (HEADER_REPLY_TOPIC, (request.reply_topic or "").encode()),
+                    (HEADER_CONTENT_TYPE, b"application/json"),
+                ],
+                on_delivery=self._stored,
+            )
+        except BaseException:
+            self.forget(request.request_id)
+            raise
         self._producer.poll(0)
         self._producer.flush(self._timeout_s)
         return future
@@ -198,8 +215,7 @@ class SearchClient:
                 return future.result(timeout / attempts)
             except FutureTimeout:
                 continue
-        with self._lock:
-            self._pending.pop(request.request_id, None)
+        self.forget(request.request_id)
         raise SearchTimeout(f"no reply to {request.request_id} within {timeout}s")
 
     def build_request(

@@ -101,8 +101,11 @@ class KafkaBackend:
             future = await asyncio.to_thread(client.send, request)
         except Exception as exc:  # the producer's queue is full, the broker refused it
             raise BackendUnavailable(f"could not send the search: {exc}") from exc
-        # A timeout cancels the future: a late reply is then dropped by the reader.
-        reply: SearchReply = await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+        # A timeout cancels the future; forgotten, a late reply is dropped by the reader.
+        try:
+            reply: SearchReply = await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+        finally:
+            client.forget(request.request_id)
         return reply
 
     async def record(self, event: UserEvent) -> None:

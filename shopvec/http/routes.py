@@ -98,6 +98,8 @@ async def search_photo(
         fields = json.loads(query)
     except ValueError as exc:
         return error_response(422, "invalid_request", f"query: not JSON ({exc})")
+    except RecursionError:  # Python's json reads about a thousand levels; 2 KB of [ pass that
+        return error_response(422, "invalid_request", "query: nested too deep")
     if not isinstance(fields, dict):
         return error_response(422, "invalid_request", "query: a JSON object, please")
     for name in ("image_base64", "image_url"):

@@ -19,10 +19,12 @@ takes the next.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
@@ -59,6 +61,16 @@ def header(msg: Message, name: str) -> str | None:
         if key == name and value is not None:
             return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
     return None
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None: not JSON, not an object, or nested deeper than
+    Python's json reads (a body of 5,000 brackets raises RecursionError, not ValueError)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _age_ms(msg: Message, now_ms: float) -> float:
@@ -143,11 +155,8 @@ class QueryWorker:
     @staticmethod
     def _with_request_id(raw: bytes, correlation: str, exc: ValidationError) -> Incoming:
         """The request as its correlation-id header names it."""
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return _Invalid(exc)
-        if not isinstance(body, dict) or "request_id" in body:
+        body = _json_object(raw)
+        if body is None or "request_id" in body:
             return _Invalid(exc)
         try:
             return SearchRequest.model_validate({**body, "request_id": correlation})
@@ -196,27 +205,31 @@ class QueryWorker:
     # -- replies ------------------------------------------------------------------------------
 
     def _reject(self, msg: Message, exc: ValidationError, replies: _Replies) -> None:
+        """An error reply where the request names where and under what id, else a dead letter.
+        Never raises: a request that failed here would fail alone, and a run of them would stop
+        the worker as a fault of the system."""
         reply_topic, request_id = (
             header(msg, HEADER_REPLY_TOPIC),
             header(msg, HEADER_CORRELATION_ID),
         )
-        try:
-            body = json.loads(msg.value() or b"")
-            if isinstance(body, dict):
-                reply_topic = body.get("reply_topic") or reply_topic
-                request_id = body.get("request_id") or request_id
-        except ValueError:
-            pass
+        body = _json_object(msg.value() or b"")
+        if body is not None:
+            reply_topic = body.get("reply_topic") or reply_topic
+            request_id = body.get("request_id") or request_id
         reason = readable_validation_error(exc)
-        if isinstance(reply_topic, str) and reply_topic and request_id:
-            reply = SearchReply(
-                request_id=str(request_id)[:128],
-                error=SearchError(kind="invalid_request", message=reason),
-            )
-            if self._reply(msg, reply_topic, reply, replies):
-                self._metrics.errors.labels(kind="invalid_request").inc()
-        else:
+        topic = reply_topic if isinstance(reply_topic, str) else ""
+        reply = None
+        # An id no reply can carry (a lone surrogate) leaves no reply to send.
+        if topic and request_id:
+            with contextlib.suppress(ValidationError):
+                reply = SearchReply(
+                    request_id=str(request_id)[:128],
+                    error=SearchError(kind="invalid_request", message=reason),
+                )
+        if reply is None:
             replies.batch.reject(msg, classify_validation_error(exc), reason)
+        elif self._reply(msg, topic, reply, replies):
+            self._metrics.errors.labels(kind="invalid_request").inc()
 
     def _reply(self, msg: Message, topic: str, reply: SearchReply, replies: _Replies) -> bool:
         """False when nothing was written: the topic is refused (the request is dead-lettered)

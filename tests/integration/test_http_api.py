@@ -82,9 +82,13 @@ def test_no_query_worker_is_a_504_timeout(settings: Settings) -> None:
     quick = settings.model_copy(
         update={"http": settings.http.model_copy(update={"timeout_s": 1.0})}
     )
-    with TestClient(create_app(quick), raise_server_exceptions=False) as http:
-        response = http.post("/v1/search", json={"text": "anything"})
-        assert response.status_code == 504
-        assert response.json()["error"]["kind"] == "timeout"
+    backend = KafkaBackend(quick)
+    with TestClient(create_app(quick, backend), raise_server_exceptions=False) as http:
+        for _ in range(2):
+            response = http.post("/v1/search", json={"text": "anything"})
+            assert response.status_code == 504
+            assert response.json()["error"]["kind"] == "timeout"
+        # Nothing is kept for the searches given up on (each one was, for good).
+        assert backend._client is not None and backend._client.waiting == 0
         # No products collection yet: not found, not a failure.
         assert http.get("/v1/products/p1").status_code == 404

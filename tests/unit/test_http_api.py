@@ -92,6 +92,13 @@ def test_bad_photo_and_bad_query_field(client: TestClient) -> None:
         422,
     )
     assert "not JSON" in message
+    # Deeper than Python's json reads (RecursionError, not ValueError): a 500 before.
+    deep = client.post(
+        "/v1/search/photo",
+        files={"photo": ("b.png", png(COLOURS["blue"]), "image/png")},
+        data={"query": "[" * 1000 + "]" * 1000},
+    )
+    assert _error(deep, 422) == "query: nested too deep"
 
 
 @pytest.mark.parametrize(

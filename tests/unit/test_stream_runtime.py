@@ -473,3 +473,28 @@ def test_a_request_without_request_id_is_answered_under_its_correlation_id() -> 
     producer.flush()
     (reply,) = [SearchReply.from_bytes(v) for v in producer.on("replies.mine")]
     assert reply.request_id == "c-42" and reply.error is None
+
+
+def test_requests_no_reply_can_answer_are_dead_lettered_and_never_stop_the_worker() -> None:
+    """Bodies the contract refuses and whose error reply cannot be built either: nested deeper
+    than Python's json reads, or naming a request id no reply can carry. Failing alone five
+    times in a row, they stopped the worker as a fault of the system."""
+    runtime, consumer, producer = _query()
+    runtime.health.assigned.set()
+    nested = b"[" * 5000 + b"]" * 5000
+    surrogate = b'{"request_id": "\\ud800", "reply_topic": "replies.mine"}'
+    headers = [(HEADER_CORRELATION_ID, b"c-1"), (HEADER_REPLY_TOPIC, b"replies.mine")]
+    bodies = [nested, surrogate] * 4
+    runtime.process(
+        [cast(Message, FakeMessage(i, body, headers=headers)) for i, body in enumerate(bodies)]
+    )
+    runtime.process([_request(len(bodies))])
+    producer.acknowledge(len(producer.unacknowledged))
+    runtime.turn()
+    assert runtime.health.ready() and runtime.health.reason is None
+    assert consumer.stored[-1] == len(bodies)
+    assert [SearchReply.from_bytes(v).request_id for v in producer.on("replies.mine")] == [
+        *["c-1"] * 4,  # the nested ones: answered under their correlation id
+        f"r{len(bodies)}",
+    ]
+    assert [d.error_kind for d in _dead_letters(producer)] == ["not_json"] * 4
