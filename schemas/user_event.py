@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
 
-from schemas._base import Contract, UtcDatetime
+from schemas._base import Contract, UtcDatetime, utf8_at_most
 from schemas.product import ProductId
 
 __all__ = [
@@ -17,6 +17,14 @@ __all__ = [
     "UserEventMessage",
     "parse_user_event",
 ]
+
+EventId = Annotated[
+    str,
+    Field(min_length=1, max_length=128, description="1 to 128 characters, at most 128 bytes"),
+    utf8_at_most(128),
+]
+"""Kept in the user's row (its recent ids, a JSON field of at most 64 KiB in Milvus) until 256
+later events push it out: bounded in bytes, so that the row is."""
 
 EventType = Literal["view", "click", "add_to_cart", "remove_from_cart", "wishlist", "purchase"]
 
@@ -32,7 +40,7 @@ class UserEvent(Contract):
 
     schema_version: Literal[1] = 1
     kind: Literal["interaction"] = "interaction"
-    event_id: str = Field(min_length=1, max_length=128)
+    event_id: EventId
     user_id: str = Field(min_length=1, max_length=256)
     product_id: ProductId
     type: EventType
@@ -45,7 +53,7 @@ class ForgetUser(Contract):
 
     schema_version: Literal[1] = 1
     kind: Literal["forget"] = "forget"
-    event_id: str = Field(min_length=1, max_length=128)
+    event_id: EventId
     user_id: str = Field(min_length=1, max_length=256)
     timestamp: UtcDatetime
 

@@ -465,6 +465,7 @@ def build_behaviour_service(
             metrics=metrics,
             retry=retry,
             expiry_interval_s=b.expiry_interval_s,
+            max_future_s=b.max_future_s,
         ),
         max_message_bytes=b.max_event_bytes,
         size_setting="SHOPVEC_BEHAVIOUR__MAX_EVENT_BYTES",

@@ -361,6 +361,12 @@ class BehaviourSettings(BaseModel):
         default=365.0, gt=0, description="users with no event for this long are dropped"
     )
     expiry_interval_s: float = Field(default=300.0, gt=0)
+    max_future_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="an interaction stamped further ahead of the worker's clock is refused: a "
+        "timestamp years ahead moved the shared popularity's clock there and froze the user's",
+    )
     recent_event_ids: int = Field(
         default=256, ge=8, description="event ids remembered per user, so a replay counts once"
     )

@@ -58,6 +58,14 @@ def _ms(event: UserEvent | ForgetUser) -> int:
     return int(event.timestamp.timestamp() * 1000)
 
 
+def _tag(profile: UserProfile, m: Inbound) -> int | str:
+    """What the count rows of the user's shard check a message's changes by: its offset where
+    it came from that shard's partition; else an op id of its partition and offset, since one
+    partition's offsets say nothing of another's (a user keyed " alice" and "alice", one user
+    to the contract, or a topic given more partitions)."""
+    return m.offset if m.shard == profile.shard else f"p{m.shard}:{m.offset}"
+
+
 class BehaviourEngine:
     def __init__(
         self,
@@ -104,7 +112,7 @@ class BehaviourEngine:
                 if profile is not None:
                     released = Contribution()
                     profile.window.release(released)
-                    update.add(profile.shard, m.offset, released)
+                    update.add(profile.shard, _tag(profile, m), released)
                     drop.add(profile.pseudonym)
                     out.forgotten += 1
                 profiles[uid] = None
@@ -187,7 +195,7 @@ class BehaviourEngine:
         if weight > 0:
             contribution = Contribution()
             profile.window.touch(event.product_id, at_ms, categories, contribution)
-            update.add(profile.shard, m.offset, contribution)
+            update.add(profile.shard, _tag(profile, m), contribution)
 
     # -- inactivity -------------------------------------------------------------------------
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, Message
 
-from schemas.user_event import parse_user_event
+from schemas.user_event import UserEvent, parse_user_event
 from shopvec.behaviour.engine import BehaviourEngine, Inbound
 from shopvec.behaviour.metrics import BehaviourMetrics
-from shopvec.kafka.batch import Batch
+from shopvec.kafka.batch import Batch, Reject
 from shopvec.kafka.loop import Retrier
 
 __all__ = ["BehaviourService"]
@@ -37,6 +37,7 @@ class BehaviourService:
         metrics: BehaviourMetrics,
         retry: Retrier,
         expiry_interval_s: float = 300.0,
+        max_future_s: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._consumer = consumer
@@ -44,12 +45,24 @@ class BehaviourService:
         self._metrics = metrics
         self._retry = retry
         self._expiry_interval_s = expiry_interval_s
+        self._max_future_s = max_future_s
         self._clock = clock
         self._next_expiry = 0.0
 
     def decode(self, msg: Message) -> Inbound:
         self._metrics.events_in.inc()
         event = parse_user_event(msg.value() or b"")
+        if isinstance(event, UserEvent):
+            ahead = event.timestamp.timestamp() - self._clock()
+            if ahead > self._max_future_s:
+                # Decay and popularity follow event time: one event a year ahead would move
+                # the shared counts' clock there. A forget is never refused.
+                raise Reject(
+                    "schema_violation",
+                    f"timestamp {event.timestamp.isoformat()} is {ahead:.0f} s ahead of this "
+                    f"worker's clock (at most {self._max_future_s:.0f}: "
+                    "SHOPVEC_BEHAVIOUR__MAX_FUTURE_S)",
+                )
         return Inbound(event, msg.partition() or 0, msg.offset() or 0)
 
     def submit(self, batch: Batch[Inbound]) -> None:

@@ -106,8 +106,11 @@ class StatsUpdate:
     def apply(self, rows: dict[str, StatsRow], limits: dict[RowKind, int]) -> list[StatsRow]:
         """Applies the changes to `rows` (creating missing ones); returns the rows changed."""
         changed: dict[str, StatsRow] = {}
+        # Op ids each row held when read, and those marked since: a row keeps the last
+        # MAX_OPS, and one batch's own marks must not push out the ids it still checks.
+        known: dict[str, set[str]] = {}
         for shard, tag, c in self.changes:
-            rows_of = _RowsOf(rows, shard, tag)
+            rows_of = _RowsOf(rows, shard, tag, known)
             for item, change in c.users.items():
                 if (r := rows_of.row("i", item)) is not None:
                     r.total += change
@@ -119,6 +122,8 @@ class StatsUpdate:
                     r.add_popularity(item, amount, at_ms, self.half_life_ms)
             for key, r in rows_of.touched.items():
                 _mark(r, tag)
+                if isinstance(tag, str):
+                    known[key].add(tag)
                 changed[key] = r
         for r in changed.values():
             r.prune(limits[r.kind])
@@ -129,10 +134,13 @@ class StatsUpdate:
 class _RowsOf:
     """The rows one change may touch: created when missing, None when it already holds it."""
 
-    def __init__(self, rows: dict[str, StatsRow], shard: int, tag: int | str) -> None:
+    def __init__(
+        self, rows: dict[str, StatsRow], shard: int, tag: int | str, known: dict[str, set[str]]
+    ) -> None:
         self._rows = rows
         self._shard = shard
         self._tag = tag
+        self._known = known
         self.touched: dict[str, StatsRow] = {}
 
     def row(self, kind: RowKind, name: str) -> StatsRow | None:
@@ -142,16 +150,17 @@ class _RowsOf:
         r = self._rows.get(key)
         if r is None:
             r = self._rows[key] = StatsRow(kind, self._shard, name)
-        if not _fresh(r, self._tag):
+        ops = self._known.setdefault(key, set(r.ops))
+        if not _fresh(r, self._tag, ops):
             return None
         self.touched[key] = r
         return r
 
 
-def _fresh(row: StatsRow, tag: int | str) -> bool:
+def _fresh(row: StatsRow, tag: int | str, ops: set[str]) -> bool:
     if isinstance(tag, int):
         return tag > row.applied_offset
-    return tag not in row.ops
+    return tag not in ops
 
 
 def _mark(row: StatsRow, tag: int | str) -> None:

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import datetime
+from typing import cast
 
 import pytest
+from confluent_kafka import Consumer, Message
+from pydantic import ValidationError
 
 from shopvec.behaviour import BehaviourEngine, Pseudonymiser
-from tests.unit.behaviour_fakes import World, click, forget
+from shopvec.behaviour.engine import Inbound
+from shopvec.behaviour.metrics import BehaviourMetrics
+from shopvec.behaviour.service import BehaviourService
+from shopvec.behaviour.stats import MAX_OPS, StatsRow, StatsUpdate
+from shopvec.behaviour.window import Contribution
+from shopvec.kafka.batch import Reject
+from shopvec.kafka.health import Health
+from shopvec.kafka.loop import Retrier
+from tests.unit.behaviour_fakes import T0, World, click, forget
+from tests.unit.kafka_fakes import FakeMessage
 
 
 def test_clicks_build_a_taste_and_shared_counts() -> None:
@@ -135,3 +148,84 @@ def test_unknown_products_and_zero_weights_leave_the_taste_alone() -> None:
     assert out.unknown_products == 1
     profile = w.personaliser.profile("u")
     assert profile is not None and profile.taste.unit() is None and not profile.window.items
+
+
+def test_a_user_s_events_from_another_partition_count_once_and_block_nothing() -> None:
+    """A user's counts live in the rows of the shard first seen; an event of theirs from
+    another partition (the topic given more partitions, or " alice" keyed apart from
+    "alice") is checked by its own partition and offset, not by the shard's offsets."""
+    w = World()
+    w.engine.apply(
+        [Inbound(click("alice", "shoe-0"), 0, 999), Inbound(click("bob", "shoe-1", 1), 0, 1000)]
+    )
+    from_three = [Inbound(click("alice", "hat-0", 2), 3, 5)]  # below the shard's offsets
+    w.engine.apply(from_three)
+    assert w.stats.rows["i:0:hat-0"].total == 1.0
+    assert w.stats.rows["i:0:shoe-0"].counts == {"hat-0": 1.0}
+    w.engine.apply(from_three)  # replayed: once only
+    assert w.stats.rows["i:0:hat-0"].total == 1.0
+    w.engine.apply([Inbound(forget("alice", 4), 3, 6)])
+    assert w.stats.rows["i:0:hat-0"].total == 0.0 and w.stats.rows["i:0:shoe-0"].total == 0.0
+    # A high offset from another partition leaves the shard's own offsets counted.
+    w.engine.apply([Inbound(click("bob", "hat-1", 5), 3, 10**9)])
+    w.engine.apply([Inbound(click("carol", "shoe-2", 6), 0, 1001)])
+    assert "shoe-2" in w.stats.rows["c:0:*"].counts
+
+
+def test_a_row_checks_every_op_id_of_a_batch_against_those_it_held() -> None:
+    """A row keeps its last MAX_OPS op ids; a batch of more ops than that marking new ones
+    before it checks old ones must still find the old ones."""
+    update = StatsUpdate(half_life_ms=1e9)
+    row = StatsRow("i", 0, "shoe-0", total=20.0, ops=[f"old{i}" for i in range(MAX_OPS)])
+    for i in range(MAX_OPS):
+        gone = Contribution()
+        gone.user("shoe-0", -1)
+        update.add(0, f"new{i}", gone)
+    again = Contribution()
+    again.user("shoe-0", -1)
+    update.add(0, "old0", again)  # applied before, and checked after the new ones
+    (written,) = update.apply({row.key: row}, {"i": 10, "c": 10})
+    assert written.total == 20.0 - MAX_OPS
+
+
+def _service(now: datetime) -> BehaviourService:
+    return BehaviourService(
+        consumer=cast(Consumer, None),
+        engine=cast(BehaviourEngine, None),
+        metrics=BehaviourMetrics(),
+        retry=Retrier(Health(), max_delay_s=0.01),
+        max_future_s=300.0,
+        clock=now.timestamp,
+    )
+
+
+def _message(body: dict) -> Message:
+    return cast(Message, FakeMessage(7, json.dumps(body).encode(), partition=2))
+
+
+def test_an_interaction_stamped_ahead_of_the_clock_is_refused_and_a_forget_never_is() -> None:
+    """Decay and popularity follow event time: one click stamped 9999-12-31 moved the shard's
+    popularity clock there (every later click counted for nothing) and froze its user's taste."""
+    service = _service(T0)
+    body = {
+        "kind": "interaction",
+        "event_id": "e1",
+        "user_id": "mallory",
+        "product_id": "hat-1",
+        "type": "click",
+    }
+    for ahead in ("2026-01-01T00:04:59Z", "2025-06-01T00:00:00Z"):
+        assert service.decode(_message({**body, "timestamp": ahead})).offset == 7
+    with pytest.raises(Reject) as info:
+        service.decode(_message({**body, "timestamp": "9999-12-31T23:59:59Z"}))
+    assert info.value.kind == "schema_violation"
+    assert "SHOPVEC_BEHAVIOUR__MAX_FUTURE_S" in info.value.reason
+    later = {"kind": "forget", "event_id": "f1", "user_id": "mallory"}
+    assert service.decode(_message({**later, "timestamp": "9999-12-31T23:59:59Z"})).shard == 2
+
+
+def test_event_ids_are_bounded_in_bytes() -> None:
+    """Kept in the user's row: 256 ids of 128 four-byte characters passed its 64 KiB."""
+    with pytest.raises(ValidationError):
+        click("u", "shoe-0", eid="😀" * 33)
+    assert click("u", "shoe-0", eid="😀" * 32).event_id == "😀" * 32
