@@ -20,17 +20,20 @@ import numpy as np
 from schemas.user_event import ForgetUser, UserEvent
 from shopvec.behaviour.profile import UserProfile
 from shopvec.behaviour.pseudonym import Pseudonymiser
-from shopvec.behaviour.stats import RowKind, StatsUpdate
+from shopvec.behaviour.stats import MAX_OPS, RowKind, StatsUpdate, settle
 from shopvec.behaviour.stores import StatsStore, UserStore
 from shopvec.behaviour.window import Contribution
 from shopvec.settings import BehaviourSettings
 from shopvec.store.base import ProductStore
 
-__all__ = ["BatchOutcome", "BehaviourEngine", "Inbound"]
+__all__ = ["EXPIRE_CHUNK", "BatchOutcome", "BehaviourEngine", "Inbound"]
 
 log = logging.getLogger(__name__)
 
 _HOUR_MS = 3_600_000
+EXPIRE_CHUNK = MAX_OPS // 4
+"""Users expired together: a row holds the op ids of a chunk whose users were not yet deleted
+(a crash, a timeout) until a retry deletes them; four such chunks fit."""
 _DAY_MS = 24 * _HOUR_MS
 
 
@@ -200,22 +203,31 @@ class BehaviourEngine:
     # -- inactivity -------------------------------------------------------------------------
 
     def expire(self, now_ms: int, shards: Collection[int] | None, limit: int = 500) -> int:
-        """Drops users with no event for inactive_ttl_days, and their share of the counts."""
+        """Drops users with no event for inactive_ttl_days, and their share of the counts,
+        EXPIRE_CHUNK users at a time."""
         cutoff = now_ms - int(self._config.inactive_ttl_days * _DAY_MS)
         rows = self._users.inactive(cutoff, shards, limit)
-        if not rows:
-            return 0
+        for start in range(0, len(rows), EXPIRE_CHUNK):
+            self._expire(rows[start : start + EXPIRE_CHUNK])
+        if rows:
+            log.info("expired %d inactive users", len(rows))
+        return len(rows)
+
+    def _expire(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Three writes: the counts, each change tagged with an op id derived from the user's
+        row (the same on a retry); the users' deletion; then the op ids dropped from the counts
+        again. A retry of users whose counts were written and who were not deleted (a crash,
+        a timeout) finds their op ids and changes nothing twice, however it is cut: the rows
+        keep op ids only until their users are gone, so later expiries cannot push them out."""
         c = self._config
         update = StatsUpdate(self.half_life_ms)
         for row in rows:
             profile = UserProfile.from_row(row, c.recent_event_ids, c.cf_window)
             released = Contribution()
             profile.window.release(released)
-            # Derived from the row, so a retry after a crash carries the same op id.
             op = hashlib.sha256(f"{profile.pseudonym}:{profile.last_event_ms}".encode())
             update.add(profile.shard, "x" + op.hexdigest()[:16], released)
-        stats = self._stats.get(sorted(update.keys()))
-        self._stats.upsert(update.apply(stats, self._limits))
+        keys = sorted(update.keys())
+        self._stats.upsert(update.apply(self._stats.get(keys), self._limits))
         self._users.delete([r["pseudonym"] for r in rows])
-        log.info("expired %d inactive users", len(rows))
-        return len(rows)
+        self._stats.upsert(settle(self._stats.get(keys).values(), update.tags()))

@@ -19,16 +19,17 @@ nothing twice. Changes that come from no message (expiry) carry an op id instead
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from shopvec.behaviour.taste import decay
 from shopvec.behaviour.window import Contribution
 
-__all__ = ["MAX_OPS", "RowKind", "StatsRow", "StatsUpdate", "row_key"]
+__all__ = ["MAX_OPS", "RowKind", "StatsRow", "StatsUpdate", "row_key", "settle"]
 
 RowKind = Literal["i", "c"]
-MAX_OPS = 16
+MAX_OPS = 64
 _DROP = 1e-9
 
 
@@ -95,6 +96,10 @@ class StatsUpdate:
         else:
             self.changes.append((shard, tag, contribution))
 
+    def tags(self) -> set[str]:
+        """The op ids of the changes (the offsets left out)."""
+        return {tag for _, tag, _ in self.changes if isinstance(tag, str)}
+
     def keys(self) -> set[str]:
         keys: set[str] = set()
         for shard, _, c in self.changes:
@@ -129,6 +134,17 @@ class StatsUpdate:
             r.prune(limits[r.kind])
             r.total = r.total if r.total > _DROP else 0.0
         return list(changed.values())
+
+
+def settle(rows: Iterable[StatsRow], ops: set[str]) -> list[StatsRow]:
+    """The rows that held any of `ops`, without them: changes whose retry can no longer come."""
+    out = []
+    for r in rows:
+        kept = [op for op in r.ops if op not in ops]
+        if len(kept) != len(r.ops):
+            r.ops = kept
+            out.append(r)
+    return out
 
 
 class _RowsOf:

@@ -176,7 +176,7 @@ def test_a_row_checks_every_op_id_of_a_batch_against_those_it_held() -> None:
     """A row keeps its last MAX_OPS op ids; a batch of more ops than that marking new ones
     before it checks old ones must still find the old ones."""
     update = StatsUpdate(half_life_ms=1e9)
-    row = StatsRow("i", 0, "shoe-0", total=20.0, ops=[f"old{i}" for i in range(MAX_OPS)])
+    row = StatsRow("i", 0, "shoe-0", total=100.0, ops=[f"old{i}" for i in range(MAX_OPS)])
     for i in range(MAX_OPS):
         gone = Contribution()
         gone.user("shoe-0", -1)
@@ -185,7 +185,7 @@ def test_a_row_checks_every_op_id_of_a_batch_against_those_it_held() -> None:
     again.user("shoe-0", -1)
     update.add(0, "old0", again)  # applied before, and checked after the new ones
     (written,) = update.apply({row.key: row}, {"i": 10, "c": 10})
-    assert written.total == 20.0 - MAX_OPS
+    assert written.total == 100.0 - MAX_OPS
 
 
 def _service(now: datetime) -> BehaviourService:
@@ -229,3 +229,32 @@ def test_event_ids_are_bounded_in_bytes() -> None:
     with pytest.raises(ValidationError):
         click("u", "shoe-0", eid="😀" * 33)
     assert click("u", "shoe-0", eid="😀" * 32).event_id == "😀" * 32
+
+
+@pytest.mark.parametrize("retry_order", ["same", "reversed"])
+def test_an_expiry_retried_after_its_counts_were_written_takes_each_share_once(
+    retry_order: str,
+) -> None:
+    """20 inactive users (more than a chunk, and more than a row kept op ids of before), the
+    users' deletion failing once after the counts were written: the retry, however its users
+    come back, takes each share back once."""
+    w = World(inactive_ttl_days=1)
+    w.engine.apply(w.inbound(*(click(f"old{i}", "shoe-0", i) for i in range(20))))
+    w.engine.apply(w.inbound(*(click(f"new{i}", "shoe-0", 60 * 24 * 10 + i) for i in range(3))))
+    now = int(click("x", "shoe-0", 60 * 24 * 10 + 10).timestamp.timestamp() * 1000)
+    real_delete, real_inactive = w.users.delete, w.users.inactive
+
+    def times_out(pseudonyms: object) -> None:
+        raise TimeoutError("the delete timed out")
+
+    w.users.delete = times_out  # type: ignore[method-assign]
+    with pytest.raises(TimeoutError):
+        w.engine.expire(now, shards={0})
+    w.users.delete = real_delete  # type: ignore[method-assign]
+    if retry_order == "reversed":
+        w.users.inactive = lambda *a: real_inactive(*a)[::-1]  # type: ignore[method-assign]
+    assert w.engine.expire(now, shards={0}) == 20
+    assert w.stats.rows["i:0:shoe-0"].total == 3.0
+    assert len(w.users.rows) == 3
+    # Settled: the rows keep no op id of users who are gone.
+    assert not any(r.ops for r in w.stats.rows.values())
