@@ -13,8 +13,9 @@ counts reach zero stays, empty, so that its watermark does too.
 
 A change from a message is applied to a row only if the message's offset is above the row's
 `applied_offset`, so a batch replayed after a crash (the rows are written before the users) adds
-nothing twice. Changes that come from no message (expiry) carry an op id instead, remembered in
-`ops`, a short list.
+nothing twice. Changes that come from no message (expiry), or from a message of another partition
+than the row's, carry an op id instead, remembered in `ops` (the last MAX_OPS); expiry drops its
+op ids again once its users are deleted (shopvec.behaviour.engine).
 """
 
 from __future__ import annotations
