@@ -26,10 +26,15 @@ from shopvec.behaviour.window import Contribution
 from shopvec.settings import BehaviourSettings
 from shopvec.store.base import ProductStore
 
-__all__ = ["EXPIRE_CHUNK", "BatchOutcome", "BehaviourEngine", "Inbound"]
+__all__ = ["EXPIRE_CHUNK", "ITEM_CATEGORIES", "BatchOutcome", "BehaviourEngine", "Inbound"]
 
 log = logging.getLogger(__name__)
 
+ITEM_CATEGORIES = 4
+"""The levels of a product's category path a user's window keeps and counts popularity under
+(catalogue paths are three or four deep). So bounded, with event ids of at most 128 bytes and
+names of at most 128 (brands 256), each JSON field of a user's row stays within the 64 KiB
+Milvus holds: a row Milvus refused would fail its events after their counts were written."""
 _HOUR_MS = 3_600_000
 EXPIRE_CHUNK = MAX_OPS // 4
 """Users expired together: a row holds the op ids of a chunk whose users were not yet deleted
@@ -182,7 +187,7 @@ class BehaviourEngine:
         update: StatsUpdate,
     ) -> None:
         weight = self._config.event_weights.get(event.type, 0.0)
-        categories = [str(c) for c in product.get("category") or []]
+        categories = [str(c) for c in product.get("category") or []][:ITEM_CATEGORIES]
         profile.recent.add(event.event_id, at_ms)
         profile.last_event_ms = max(profile.last_event_ms, at_ms)
         if weight == 0:

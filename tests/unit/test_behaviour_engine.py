@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from typing import cast
 
+import numpy as np
 import pytest
 from confluent_kafka import Consumer, Message
 from pydantic import ValidationError
@@ -20,7 +21,7 @@ from shopvec.behaviour.window import Contribution
 from shopvec.kafka.batch import Reject
 from shopvec.kafka.health import Health
 from shopvec.kafka.loop import Retrier
-from tests.unit.behaviour_fakes import T0, World, click, forget
+from tests.unit.behaviour_fakes import T0, World, click, forget, product_row
 from tests.unit.kafka_fakes import FakeMessage
 
 
@@ -258,3 +259,30 @@ def test_an_expiry_retried_after_its_counts_were_written_takes_each_share_once(
     assert len(w.users.rows) == 3
     # Settled: the rows keep no op id of users who are gone.
     assert not any(r.ops for r in w.stats.rows.values())
+
+
+def test_a_user_row_of_the_longest_ids_and_names_fits_milvus_json_fields() -> None:
+    """Each JSON field of a user's row within the 64 KiB Milvus holds, with every id and name
+    at its longest in bytes: a row Milvus refused failed its events after their counts had
+    been written, and five such events in a row stopped the worker."""
+    w = World()
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(80):
+        categories = [f"{'类' * 42}{i:02d}"[:42] + f"{j:02d}" for j in range(16)]
+        rows.append(
+            product_row(
+                f"{'商' * 42}{i:02d}", rng.normal(size=8), categories, "牌" * 84 + f"{i:02d}"
+            )
+        )
+    w.products.upsert(rows)
+    events = [
+        click("u", rows[i % 80]["id"], i, kind="purchase", eid=f"{'事' * 41}{i:05d}")
+        for i in range(400)
+    ]
+    for start in range(0, len(events), 50):
+        w.engine.apply(w.inbound(*events[start : start + 50]))
+    (row,) = w.users.rows.values()
+    for name in ("prefs", "recent", "window"):
+        size = len(json.dumps(row[name], ensure_ascii=False, separators=(",", ":")).encode())
+        assert size <= 65_536, (name, size)
