@@ -374,9 +374,15 @@ class BehaviourSettings(BaseModel):
         default=50, ge=2, description="a user's last distinct items that co-occur with each other"
     )
     cf_neighbours: int = Field(
-        default=100, ge=1, description="co-occurring items kept per item (bounded storage)"
+        default=100,
+        ge=1,
+        le=200,
+        description="co-occurring items kept per item (bounded storage; a row holds up to twice "
+        "as many, of ids up to 128 bytes, in a JSON field Milvus holds to 64 KiB)",
     )
-    popular_per_category: int = Field(default=200, ge=1)
+    popular_per_category: int = Field(
+        default=200, ge=1, le=200, description="items kept per category row, as cf_neighbours"
+    )
     rerank_factor: int = Field(
         default=3, ge=1, description="a personalised search ranks top_k x this many candidates"
     )
