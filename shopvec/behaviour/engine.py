@@ -20,7 +20,7 @@ import numpy as np
 from schemas.user_event import ForgetUser, UserEvent
 from shopvec.behaviour.profile import UserProfile
 from shopvec.behaviour.pseudonym import Pseudonymiser
-from shopvec.behaviour.stats import MAX_OPS, RowKind, StatsUpdate, settle
+from shopvec.behaviour.stats import MAX_OPS, RowKind, StatsUpdate, Tag, settle
 from shopvec.behaviour.stores import StatsStore, UserStore
 from shopvec.behaviour.window import Contribution
 from shopvec.settings import BehaviourSettings
@@ -66,12 +66,12 @@ def _ms(event: UserEvent | ForgetUser) -> int:
     return int(event.timestamp.timestamp() * 1000)
 
 
-def _tag(profile: UserProfile, m: Inbound) -> int | str:
+def _tag(profile: UserProfile, m: Inbound) -> Tag:
     """What the count rows of the user's shard check a message's changes by: its offset where
-    it came from that shard's partition; else an op id of its partition and offset, since one
-    partition's offsets say nothing of another's (a user keyed " alice" and "alice", one user
-    to the contract, or a topic given more partitions)."""
-    return m.offset if m.shard == profile.shard else f"p{m.shard}:{m.offset}"
+    it came from that shard's partition; else its partition and offset, checked against that
+    partition's own (one partition's offsets say nothing of another's: a user keyed " alice"
+    and "alice", one user to the contract, or a topic given more partitions)."""
+    return m.offset if m.shard == profile.shard else (m.shard, m.offset)
 
 
 class BehaviourEngine:

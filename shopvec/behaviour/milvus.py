@@ -221,7 +221,7 @@ class MilvusStatsStore:
                 "total": float(r.total),
                 "at_ms": int(r.at_ms),
                 "applied_offset": int(r.applied_offset),
-                "ops": r.ops,
+                "ops": _ops_json(r),
                 "vec": [0.0, 0.0],
             }
             for r in rows
@@ -238,6 +238,7 @@ class MilvusStatsStore:
 
 
 def _stats_row(r: dict[str, Any]) -> StatsRow:
+    ops, offsets = _read_ops(r.get("ops"))
     return StatsRow(
         kind=r["kind"],
         shard=int(r["shard"]),
@@ -246,5 +247,23 @@ def _stats_row(r: dict[str, Any]) -> StatsRow:
         total=float(r["total"]),
         at_ms=int(r["at_ms"]),
         applied_offset=int(r["applied_offset"]),
-        ops=[str(o) for o in (r.get("ops") or [])],
+        ops=ops,
+        offsets=offsets,
     )
+
+
+def _ops_json(r: StatsRow) -> Any:
+    """The op ids, and other partitions' applied offsets where there are any (a row written
+    before them holds the list of op ids alone, and is read so)."""
+    if not r.offsets:
+        return r.ops
+    return {"ids": r.ops, "offsets": {str(p): o for p, o in r.offsets.items()}}
+
+
+def _read_ops(value: Any) -> tuple[list[str], dict[int, int]]:
+    if isinstance(value, dict):
+        offsets = value.get("offsets") or {}
+        return [str(o) for o in value.get("ids") or []], {
+            int(p): int(o) for p, o in offsets.items()
+        }
+    return [str(o) for o in value or []], {}

@@ -13,9 +13,11 @@ counts reach zero stays, empty, so that its watermark does too.
 
 A change from a message is applied to a row only if the message's offset is above the row's
 `applied_offset`, so a batch replayed after a crash (the rows are written before the users) adds
-nothing twice. Changes that come from no message (expiry), or from a message of another partition
-than the row's, carry an op id instead, remembered in `ops` (the last MAX_OPS); expiry drops its
-op ids again once its users are deleted (shopvec.behaviour.engine).
+nothing twice. A change from a message of another partition than the row's shard (a user whose
+events moved: the topic was given more partitions) is checked against that partition's own
+applied offset, in `offsets`. Changes that come from no message (expiry) carry an op id instead,
+remembered in `ops` (the last MAX_OPS); expiry drops its op ids again once its users are deleted
+(shopvec.behaviour.engine), so that nothing pushes out those a retry will look for.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ from typing import Literal
 from shopvec.behaviour.taste import decay
 from shopvec.behaviour.window import Contribution
 
-__all__ = ["MAX_OPS", "RowKind", "StatsRow", "StatsUpdate", "row_key", "settle"]
+__all__ = ["MAX_OPS", "RowKind", "StatsRow", "StatsUpdate", "Tag", "row_key", "settle"]
 
 RowKind = Literal["i", "c"]
+Tag = int | str | tuple[int, int]
+"""What a row checks a change by: an offset of the row's shard's partition, an op id, or another
+partition and an offset of it."""
 MAX_OPS = 64
 _DROP = 1e-9
 
@@ -48,6 +53,8 @@ class StatsRow:
     at_ms: int = 0
     applied_offset: int = -1
     ops: list[str] = field(default_factory=list)
+    offsets: dict[int, int] = field(default_factory=dict)
+    """The applied offset of each other partition whose messages changed the row."""
 
     @property
     def key(self) -> str:
@@ -84,10 +91,10 @@ class StatsUpdate:
     """The changes of one batch, each tagged with the message offset or op id it came from."""
 
     half_life_ms: float
-    changes: list[tuple[int, int | str, Contribution]] = field(default_factory=list)
-    """(shard, offset or op id, contribution)."""
+    changes: list[tuple[int, Tag, Contribution]] = field(default_factory=list)
+    """(shard, tag, contribution)."""
 
-    def add(self, shard: int, tag: int | str, contribution: Contribution) -> None:
+    def add(self, shard: int, tag: Tag, contribution: Contribution) -> None:
         """Changes with the same shard and tag (one message) are merged: a row checks a tag
         once."""
         if not contribution:
@@ -152,7 +159,7 @@ class _RowsOf:
     """The rows one change may touch: created when missing, None when it already holds it."""
 
     def __init__(
-        self, rows: dict[str, StatsRow], shard: int, tag: int | str, known: dict[str, set[str]]
+        self, rows: dict[str, StatsRow], shard: int, tag: Tag, known: dict[str, set[str]]
     ) -> None:
         self._rows = rows
         self._shard = shard
@@ -174,14 +181,20 @@ class _RowsOf:
         return r
 
 
-def _fresh(row: StatsRow, tag: int | str, ops: set[str]) -> bool:
+def _fresh(row: StatsRow, tag: Tag, ops: set[str]) -> bool:
     if isinstance(tag, int):
         return tag > row.applied_offset
+    if isinstance(tag, tuple):
+        partition, offset = tag
+        return offset > row.offsets.get(partition, -1)
     return tag not in ops
 
 
-def _mark(row: StatsRow, tag: int | str) -> None:
+def _mark(row: StatsRow, tag: Tag) -> None:
     if isinstance(tag, int):
         row.applied_offset = max(row.applied_offset, tag)
+    elif isinstance(tag, tuple):
+        partition, offset = tag
+        row.offsets[partition] = max(row.offsets.get(partition, -1), offset)
     else:
         row.ops = [*row.ops, tag][-MAX_OPS:]

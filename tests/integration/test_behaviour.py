@@ -200,3 +200,19 @@ def test_forget_user_leaves_no_trace(world: Settings, wait_for) -> None:
 def _spec(settings: Settings):  # the catalogue's spec, as the world fixture made it
     encoder = HashingEncoder()
     return collection_spec(settings, encoder, build_fusion(settings, encoder))
+
+
+def test_count_rows_keep_their_op_ids_and_other_partitions_offsets(world: Settings) -> None:
+    """Written and read back through Milvus; a row written before other partitions' offsets
+    (its op ids a bare list) reads as it was."""
+    from shopvec.behaviour import MilvusStatsStore, counts_collection
+    from shopvec.behaviour.stats import StatsRow
+    from shopvec.runtime import attach_product_store
+
+    client = attach_product_store(world, wait_s=5).client
+    stats = MilvusStatsStore(client, counts_collection(world.milvus.users_collection), timeout_s=10)
+    stats.ensure()
+    moved = StatsRow("i", 0, "shoe-1", {"hat-0": 1.0}, 1.0, 0, 41, ["x1", "x2"], {3: 17, 12: 5})
+    before = StatsRow("c", 0, "*", {"shoe-1": 0.5}, 0.0, 9, 40, ["x3"])
+    stats.upsert([moved, before])
+    assert stats.get([moved.key, before.key]) == {moved.key: moved, before.key: before}

@@ -286,3 +286,56 @@ def test_a_user_row_of_the_longest_ids_and_names_fits_milvus_json_fields() -> No
     for name in ("prefs", "recent", "window"):
         size = len(json.dumps(row[name], ensure_ascii=False, separators=(",", ":")).encode())
         assert size <= 65_536, (name, size)
+
+
+def test_a_replayed_batch_of_many_events_from_another_partition_counts_once() -> None:
+    """More of them than a row keeps op ids: checked by their partition's offset instead."""
+    w = World()
+    w.engine.apply([Inbound(click("alice", "shoe-0", 0), 0, 1)])  # her counts: shard 0
+    batch = [
+        Inbound(click("alice", f"{'shoe' if i % 2 else 'hat'}-{i % 5}", 1 + i), 3, 10 + i)
+        for i in range(MAX_OPS + 36)
+    ]
+    real_upsert = w.users.upsert
+
+    def dies(rows: object) -> None:
+        raise _Crash
+
+    w.users.upsert = dies  # type: ignore[method-assign]
+    with pytest.raises(_Crash):
+        w.engine.apply(batch)  # the counts written, the user not
+    once = w.counts()
+    w.users.upsert = real_upsert  # type: ignore[method-assign]
+    w.engine.apply(batch)
+    assert w.counts() == once
+
+
+def test_an_expiry_retry_after_other_partitions_events_takes_each_share_once() -> None:
+    """Events from another partition between an expiry that failed and its retry leave the
+    expiry's op ids where the retry finds them."""
+
+    def run(fail_once: bool) -> dict:
+        w = World(inactive_ttl_days=1)
+        w.engine.apply(w.inbound(*(click(f"old{i}", "hat-0", i) for i in range(5))))
+        w.engine.apply(
+            w.inbound(click("bob", "shoe-0", 60 * 24 * 10), click("keep", "hat-0", 60 * 24 * 10))
+        )
+        now = int(click("x", "shoe-0", 60 * 24 * 10 + 10).timestamp.timestamp() * 1000)
+        if fail_once:
+            real_delete = w.users.delete
+
+            def times_out(pseudonyms: object) -> None:
+                raise TimeoutError
+
+            w.users.delete = times_out  # type: ignore[method-assign]
+            with pytest.raises(TimeoutError):
+                w.engine.expire(now, shards={0})
+            w.users.delete = real_delete  # type: ignore[method-assign]
+        w.engine.apply(
+            [Inbound(click("bob", "shoe-0", 60 * 24 * 10 + 1 + i), 1, 100 + i) for i in range(70)]
+        )
+        w.engine.expire(now, shards={0})
+        return w.counts()
+
+    assert run(fail_once=True) == run(fail_once=False)
+    assert "i:0:hat-0" in run(fail_once=True)  # keep's share of hat-0 is still there
