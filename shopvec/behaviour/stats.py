@@ -88,7 +88,7 @@ class StatsRow:
 
 @dataclass
 class StatsUpdate:
-    """The changes of one batch, each tagged with the message offset or op id it came from."""
+    """The changes of one batch, each with the tag (Tag) of the message or op it came from."""
 
     half_life_ms: float
     changes: list[tuple[int, Tag, Contribution]] = field(default_factory=list)
