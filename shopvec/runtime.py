@@ -466,6 +466,7 @@ def build_behaviour_service(
             retry=retry,
             expiry_interval_s=b.expiry_interval_s,
             max_future_s=b.max_future_s,
+            max_age_s=b.inactive_ttl_days * 86_400,
         ),
         max_message_bytes=b.max_event_bytes,
         size_setting="SHOPVEC_BEHAVIOUR__MAX_EVENT_BYTES",

@@ -114,7 +114,7 @@ class BehaviourEngine:
         for m in batch:
             uid = m.event.user_id
             if uid not in profiles:
-                profiles[uid] = self._load(candidates[uid], stored, drop)
+                profiles[uid] = self._load(candidates[uid], stored, drop, update)
             profile = profiles[uid]
             if isinstance(m.event, ForgetUser):
                 if profile is not None:
@@ -157,19 +157,34 @@ class BehaviourEngine:
         upserts = [p.to_row() for uid in changed if (p := profiles[uid]) is not None]
         self._users.upsert(upserts)
         self._users.delete(sorted(drop - {r["pseudonym"] for r in upserts}))
+        if finished := update.tags():  # expiries finished here (_load): their op ids go
+            self._stats.upsert(settle(self._stats.get(sorted(update.keys())).values(), finished))
         out.users_written = len(upserts)
         out.rows_written = len(written)
         return out
 
     def _load(
-        self, candidates: list[str], stored: dict[str, dict[str, Any]], drop: set[str]
+        self,
+        candidates: list[str],
+        stored: dict[str, dict[str, Any]],
+        drop: set[str],
+        update: StatsUpdate,
     ) -> UserProfile | None:
-        """The user's row under the current key, or moved there from a previous key."""
+        """The user's row under the current key, or moved there from a previous key; None for
+        a row whose expiry was begun and not finished (a crash, a timeout before the retry):
+        that expiry is finished here, with its own op id, which count rows that already took
+        the share back refuse."""
         found = [p for p in candidates if p in stored]
         if not found:
             return None
         c = self._config
         profile = UserProfile.from_row(stored[found[0]], c.recent_event_ids, c.cf_window)
+        if profile.expiring is not None:
+            released = Contribution()
+            profile.window.release(released)
+            update.add(profile.shard, profile.expiring, released)
+            drop.update(found)
+            return None
         # A row under an old key is moved (upserted under the current one, then deleted); a
         # copy left behind by a crash between the two is the same share, so it just goes.
         drop.update(p for p in found if p != candidates[0])
@@ -219,19 +234,28 @@ class BehaviourEngine:
         return len(rows)
 
     def _expire(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Three writes: the counts, each change tagged with an op id derived from the user's
-        row (the same on a retry); the users' deletion; then the op ids dropped from the counts
-        again. A retry of users whose counts were written and who were not deleted (a crash,
-        a timeout) finds their op ids and changes nothing twice, however it is cut: the rows
-        keep op ids only until their users are gone, so later expiries cannot push them out."""
+        """Four writes: the users marked with an op id derived from each one's row (the same
+        on a retry); the counts, each change tagged with it; the users' deletion; then the op
+        ids dropped from the counts again. A retry of users whose counts were written and who
+        were not deleted (a crash, a timeout) finds their op ids and changes nothing twice,
+        however it is cut: the rows keep op ids only until their users are gone, so later
+        expiries cannot push them out; an event of such a user before the retry finishes the
+        expiry first (_load)."""
         c = self._config
         update = StatsUpdate(self.half_life_ms)
-        for row in rows:
-            profile = UserProfile.from_row(row, c.recent_event_ids, c.cf_window)
+        profiles = [UserProfile.from_row(row, c.recent_event_ids, c.cf_window) for row in rows]
+        marked = []
+        for profile in profiles:
+            digest = hashlib.sha256(f"{profile.pseudonym}:{profile.last_event_ms}".encode())
+            profile.expiring = op = "x" + digest.hexdigest()[:16]
+            marked.append((profile, op))
+        # Marked first: an event or a forget of theirs that comes before a retry finishes
+        # the expiry (_load) rather than take back again what it took.
+        self._users.upsert([p.to_row() for p in profiles])
+        for profile, op in marked:
             released = Contribution()
             profile.window.release(released)
-            op = hashlib.sha256(f"{profile.pseudonym}:{profile.last_event_ms}".encode())
-            update.add(profile.shard, "x" + op.hexdigest()[:16], released)
+            update.add(profile.shard, op, released)
         keys = sorted(update.keys())
         self._stats.upsert(update.apply(self._stats.get(keys), self._limits))
         self._users.delete([r["pseudonym"] for r in rows])

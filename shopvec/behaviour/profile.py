@@ -28,6 +28,8 @@ class UserProfile:
     recent: RecentEvents
     window: ItemWindow
     last_event_ms: int = 0
+    expiring: str | None = None
+    """The op id of an expiry begun on the row and not yet finished (shopvec.behaviour.engine)."""
 
     @classmethod
     def new(
@@ -51,7 +53,10 @@ class UserProfile:
             "taste_ms": int(t.at_ms),
             "last_event_ms": int(self.last_event_ms),
             "prefs": {"category": t.categories, "brand": t.brands},
-            "recent": self.recent.to_json(),
+            "recent": {
+                **self.recent.to_json(),
+                **({"expiring": self.expiring} if self.expiring else {}),
+            },
             "window": self.window.to_json(),
         }
 
@@ -60,6 +65,7 @@ class UserProfile:
         cls, row: dict[str, Any], recent_capacity: int, window_capacity: int
     ) -> UserProfile:
         prefs = row.get("prefs") or {}
+        expiring = (row.get("recent") or {}).get("expiring")
         taste = TasteState(
             np.asarray(row["taste_vec"], dtype=np.float64),
             float(row["weight"]),
@@ -74,4 +80,5 @@ class UserProfile:
             RecentEvents.from_json(row.get("recent"), recent_capacity),
             ItemWindow.from_json(row.get("window"), window_capacity),
             int(row["last_event_ms"]),
+            str(expiring) if expiring else None,
         )

@@ -38,6 +38,7 @@ class BehaviourService:
         retry: Retrier,
         expiry_interval_s: float = 300.0,
         max_future_s: float = 300.0,
+        max_age_s: float = 365 * 86_400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._consumer = consumer
@@ -46,6 +47,7 @@ class BehaviourService:
         self._retry = retry
         self._expiry_interval_s = expiry_interval_s
         self._max_future_s = max_future_s
+        self._max_age_s = max_age_s
         self._clock = clock
         self._next_expiry = 0.0
 
@@ -62,6 +64,14 @@ class BehaviourService:
                     f"timestamp {event.timestamp.isoformat()} is {ahead:.0f} s ahead of this "
                     f"worker's clock (at most {self._max_future_s:.0f}: "
                     "SHOPVEC_BEHAVIOUR__MAX_FUTURE_S)",
+                )
+            if -ahead > self._max_age_s:
+                # Past retention: expiry may already have dropped its user, and a replay of it
+                # would bring them back with a share the counts no longer hold.
+                raise Reject(
+                    "schema_violation",
+                    f"timestamp {event.timestamp.isoformat()} is older than a user is kept "
+                    f"({self._max_age_s / 86_400:g} days: SHOPVEC_BEHAVIOUR__INACTIVE_TTL_DAYS)",
                 )
         return Inbound(event, msg.partition() or 0, msg.offset() or 0)
 

@@ -89,7 +89,9 @@ def plan_chaos(
         stream.insert(rng.randint(max(first, last) + 1, len(stream)), change)
 
     user_ids = [f"shopper-{i}" for i in range(users)]
-    start = now - timedelta(hours=1)
+    # Spaced a quarter second apart, ending now: never ahead of the worker's clock (it refuses
+    # what is), nor older than a user is kept.
+    start = now - timedelta(milliseconds=250 * clicks)
     events: list[UserEvent | ForgetUser] = []
     for i in range(clicks):
         user = rng.choice(user_ids)

@@ -45,7 +45,14 @@ def world(settings: Settings) -> Iterator[Settings]:
         update={
             "milvus": settings.milvus.model_copy(update={"users_collection": f"users_{tag}"}),
             "behaviour": settings.behaviour.model_copy(
-                update={"weight_taste": 1.0, "batch_wait_ms": 50, "pseudonym_key": "test-key"}
+                # The events are stamped from a fixed T0: kept within retention whatever the
+                # day the tests run.
+                update={
+                    "weight_taste": 1.0,
+                    "batch_wait_ms": 50,
+                    "pseudonym_key": "test-key",
+                    "inactive_ttl_days": 36_500.0,
+                }
             ),
         }
     )

@@ -196,6 +196,7 @@ def _service(now: datetime) -> BehaviourService:
         metrics=BehaviourMetrics(),
         retry=Retrier(Health(), max_delay_s=0.01),
         max_future_s=300.0,
+        max_age_s=365 * 86_400.0,
         clock=now.timestamp,
     )
 
@@ -204,7 +205,7 @@ def _message(body: dict) -> Message:
     return cast(Message, FakeMessage(7, json.dumps(body).encode(), partition=2))
 
 
-def test_an_interaction_stamped_ahead_of_the_clock_is_refused_and_a_forget_never_is() -> None:
+def test_an_interaction_stamped_outside_retention_is_refused_and_a_forget_never_is() -> None:
     """Decay and popularity follow event time: one click stamped 9999-12-31 moved the shard's
     popularity clock there (every later click counted for nothing) and froze its user's taste."""
     service = _service(T0)
@@ -215,12 +216,17 @@ def test_an_interaction_stamped_ahead_of_the_clock_is_refused_and_a_forget_never
         "product_id": "hat-1",
         "type": "click",
     }
-    for ahead in ("2026-01-01T00:04:59Z", "2025-06-01T00:00:00Z"):
-        assert service.decode(_message({**body, "timestamp": ahead})).offset == 7
-    with pytest.raises(Reject) as info:
-        service.decode(_message({**body, "timestamp": "9999-12-31T23:59:59Z"}))
-    assert info.value.kind == "schema_violation"
-    assert "SHOPVEC_BEHAVIOUR__MAX_FUTURE_S" in info.value.reason
+    for within in ("2026-01-01T00:04:59Z", "2025-06-01T00:00:00Z"):
+        assert service.decode(_message({**body, "timestamp": within})).offset == 7
+    for outside, setting in (
+        ("9999-12-31T23:59:59Z", "SHOPVEC_BEHAVIOUR__MAX_FUTURE_S"),
+        # Older than a user is kept: its replay after expiry would bring the user back.
+        ("2024-12-31T23:59:59Z", "SHOPVEC_BEHAVIOUR__INACTIVE_TTL_DAYS"),
+    ):
+        with pytest.raises(Reject) as info:
+            service.decode(_message({**body, "timestamp": outside}))
+        assert info.value.kind == "schema_violation"
+        assert setting in info.value.reason
     later = {"kind": "forget", "event_id": "f1", "user_id": "mallory"}
     assert service.decode(_message({**later, "timestamp": "9999-12-31T23:59:59Z"})).shard == 2
 
@@ -339,3 +345,40 @@ def test_an_expiry_retry_after_other_partitions_events_takes_each_share_once() -
 
     assert run(fail_once=True) == run(fail_once=False)
     assert "i:0:hat-0" in run(fail_once=True)  # keep's share of hat-0 is still there
+
+
+@pytest.mark.parametrize("cut", ["counts", "delete"])
+@pytest.mark.parametrize("then", ["forget", "click"])
+def test_an_expiry_cut_short_and_the_user_s_own_event_before_its_retry(cut: str, then: str) -> None:
+    """Cut before its counts or before its users' deletion, an expiry leaves users marked; an
+    event or a forget of one of them before the retry finishes that expiry with its own op id
+    (the counts take the share back once) and starts the user afresh."""
+
+    def run(fails: str | None) -> tuple[dict, object]:
+        w = World(inactive_ttl_days=1)
+        w.engine.apply(w.inbound(click("alice", "shoe-0", 0), click("alice", "shoe-1", 1)))
+        late = 60 * 24 * 5
+        w.engine.apply(w.inbound(click("bob", "shoe-0", late), click("bob", "shoe-1", late + 1)))
+        now = int(click("x", "shoe-0", late + 2).timestamp.timestamp() * 1000)
+        store = w.stats if fails == "counts" else w.users
+        name = "upsert" if fails == "counts" else "delete"
+        real = getattr(store, name)
+        if fails:
+
+            def dies(rows: object) -> None:
+                raise _Crash
+
+            setattr(store, name, dies)
+            with pytest.raises(_Crash):
+                w.engine.expire(now, shards={0})
+            setattr(store, name, real)
+        else:
+            w.engine.expire(now, shards={0})
+        event = forget("alice", late + 3) if then == "forget" else click("alice", "hat-0", late + 3)
+        w.engine.apply(w.inbound(event))
+        w.engine.expire(now, shards={0})  # the retry, if one is still due
+        profile = w.personaliser.profile("alice")
+        window = None if profile is None else [i for i, _ in profile.window.recency()]
+        return w.counts(), window
+
+    assert run(cut) == run(None)
