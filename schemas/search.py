@@ -101,7 +101,11 @@ class SearchRequest(Contract):
         if self.like_product_id:
             if has_query:
                 raise ValueError("more like this takes a product id and no text or image")
+            if self.scenario not in ("auto", "more_like_this"):
+                raise ValueError(f"a like_product_id asks for more_like_this, not {self.scenario}")
             return self
+        if self.scenario == "more_like_this":
+            raise ValueError("more_like_this takes a like_product_id")
         if not has_query and not self.user_id:
             raise ValueError(
                 "a search needs text, an image, or both (or a like_product_id, or a user_id alone)"

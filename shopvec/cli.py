@@ -224,6 +224,9 @@ def _cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
     summary = reindex(settings, switch_alias=not args.no_switch)
     for key, value in summary.items():
         print(f"{key:14} {printable(value)}")
+    if summary["unfinished"]:
+        print(f"shopvec reindex: alias left as it was: {summary['unfinished']}", file=sys.stderr)
+        return 1
     return 0
 
 

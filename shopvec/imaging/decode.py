@@ -175,12 +175,22 @@ def _pil_header(data: bytes, max_pixels: int) -> _Header:
     return _Header(fmt, width, height, has_alpha, needs_pil)
 
 
+MAX_EDGE = 16_384
+"""The most pixels along either side (WebP's own limit). Within the pixel limit a photo of
+1 x 40,000,000 pixels, 151 KB as PNG, took 3.3 s and 1.6 GB to decode (libpng refuses it, and
+PIL decodes it row by row) and 1 s more to shrink."""
+
+
 def _checked(header: _Header, max_pixels: int) -> _Header:
     fmt, width, height = header.format, header.width, header.height
     if width * height > max_pixels:
         raise ImageTooLarge(
             f"the {fmt} image is {width} x {height} pixels ({width * height:,}); "
             f"the limit is {max_pixels:,} pixels"
+        )
+    if max(width, height) > MAX_EDGE:
+        raise ImageTooLarge(
+            f"the {fmt} image is {width} x {height} pixels; the limit is {MAX_EDGE:,} a side"
         )
     if width == 0 or height == 0:
         raise ImageUndecodable(f"the {fmt} image has no pixels ({width} x {height})")

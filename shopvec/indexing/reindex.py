@@ -57,7 +57,9 @@ def reindex(
 ) -> dict[str, Any]:
     """Consumes the whole topic into this model's collection; caught up means every message
     that was there at the start has been read and nothing new came for idle_s (a watermark
-    alone can be off by a few messages on some brokers)."""
+    alone can be off by a few messages on some brokers). The alias moves only once caught up
+    and the indexer stopped cleanly: an indexer that died, or a timeout, leaves it where it
+    was (`switched` False, with the reason), since the collection may lack products."""
     encoder = encoder or build_encoder(settings)
     fusion = build_fusion(settings, encoder)
     store = build_store(settings, collection_spec(settings, encoder, fusion))
@@ -70,6 +72,7 @@ def reindex(
     started = time.monotonic()
     thread.start()
     seen, last_change = 0.0, time.monotonic()
+    caught_up = False
     with tqdm(total=total, unit="event", desc="reindexing", disable=not progress) as bar:
         while thread.is_alive() and time.monotonic() - started < timeout_s:
             now_seen = metrics.events_in._value.get()
@@ -77,17 +80,30 @@ def reindex(
                 seen, last_change = now_seen, time.monotonic()
                 bar.update(int(now_seen) - bar.n)
             if now_seen >= total and time.monotonic() - last_change >= idle_s:
+                caught_up = True
                 break
             time.sleep(0.2)
     # Stopping drains: every event consumed so far is written before the consumer closes.
     stop.set()
     thread.join(120)
-    if switch_alias:
+    if not caught_up:
+        unfinished = (
+            "the indexer stopped before it caught up"
+            if time.monotonic() - started < timeout_s
+            else f"not caught up within {timeout_s:g} s ({int(seen)} of {total} events)"
+        )
+    elif thread.is_alive():
+        unfinished = "the indexer did not stop within 120 s, so its last writes are not sure"
+    else:
+        unfinished = ""
+    if switch_alias and not unfinished:
         store.point_alias_here()
     return {
         "collection": store.collection,
         "events": int(seen),
         "live_products": store.count(),
         "alias": store.alias_target(),
+        "switched": switch_alias and not unfinished,
+        "unfinished": unfinished,
         "seconds": round(time.monotonic() - started, 1),
     }

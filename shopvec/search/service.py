@@ -150,7 +150,17 @@ class SearchService:
             leg = p.legs[0] if p.legs else None
             if leg is not None and leg.lexical_hits is not None and leg.ranker is not None:
                 leg.explained = lexical_parts(leg.hits, leg.lexical_hits, leg.ranker)
-        return [self._reply(p, started) for p in plans]
+        return [self._answer(p, started) for p in plans]
+
+    def _answer(self, plan: Plan, started: float) -> SearchReply:
+        """The plan's reply; a failure of its own (not the batch's searches) is its error
+        alone, never the other requests' of the batch."""
+        try:
+            return self._reply(plan, started)
+        except Exception as exc:
+            log.exception("answering request %s failed", plan.request.request_id)
+            error = SearchError(kind="internal", message=f"search failed: {exc}")
+            return SearchReply(request_id=plan.request.request_id, error=error)
 
     def _make_hybrid(self, plan: Plan) -> None:
         request = plan.request

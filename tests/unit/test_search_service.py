@@ -7,11 +7,13 @@ import base64
 import io
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
 from schemas import ProductImage, ProductUpsert, SearchRequest
 from shopvec.encoders import HashingEncoder
@@ -102,11 +104,16 @@ def test_more_like_this_leaves_the_product_out(service) -> None:
     assert missing.error is not None and missing.error.kind == "invalid_request"
 
     # A cross search asked for with neither words nor a photo has nothing to search by.
-    nothing = svc.search(
-        SearchRequest(request_id="c", scenario="cross", like_product_id="blue-shirt")
-    )
+    nothing = svc.search(SearchRequest(request_id="c", scenario="cross", user_id="u1"))
     assert nothing.error is not None and nothing.error.kind == "invalid_request"
     assert nothing.error.message == "cross needs text, an image, or both"
+    # A product id asks for more like this, under no other scenario: a recommendation with
+    # one (and no user) passed the contract and failed every request of its batch.
+    for scenario in ("cross", "recommend"):
+        with pytest.raises(ValidationError, match=f"asks for more_like_this, not {scenario}"):
+            SearchRequest(request_id="c", scenario=scenario, like_product_id="blue-shirt")
+    with pytest.raises(ValidationError, match="more_like_this takes a like_product_id"):
+        SearchRequest(request_id="c", scenario="more_like_this", text="shirt")
 
 
 @pytest.mark.parametrize("ranker", ["rrf", "weighted"])
@@ -231,3 +238,23 @@ def test_chinese_words_are_searched_with_their_english_senses(
     seen.clear()
     reply = translated.search(SearchRequest(request_id="en", text="red scarf", top_k=3))
     assert seen == ["red scarf"] and "translated_words" not in reply.results[0].explanation
+
+
+def test_a_request_whose_answer_fails_fails_alone(service, monkeypatch) -> None:
+    """One request's failure after the batch's searches (a recommendation with a product id
+    and no user passed the contract and failed so) is its own error, not the batch's."""
+    svc, _ = service
+    reply = SearchService._reply
+
+    def fails_for_one(self: SearchService, plan: Any, started: float) -> Any:
+        if plan.request.request_id == "bad":
+            raise RuntimeError("its own failure")
+        return reply(self, plan, started)
+
+    monkeypatch.setattr(SearchService, "_reply", fails_for_one)
+    good, bad = svc.search_many(
+        [SearchRequest(request_id="good", text="red"), SearchRequest(request_id="bad", text="red")]
+    )
+    assert ids(good)
+    assert bad.error is not None and bad.error.kind == "internal"
+    assert "its own failure" in bad.error.message
