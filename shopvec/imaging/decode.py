@@ -177,8 +177,8 @@ def _pil_header(data: bytes, max_pixels: int) -> _Header:
 
 MAX_EDGE = 16_384
 """The most pixels along either side (WebP's own limit). Within the pixel limit a photo of
-1 x 40,000,000 pixels, 151 KB as PNG, took 3.3 s and 1.6 GB to decode (libpng refuses it, and
-PIL decodes it row by row) and 1 s more to shrink."""
+1 x 40,000,000 pixels, 151 KB as PNG, took over 3 s and 1.6 GB to decode (libpng refuses it,
+and PIL decodes it row by row) and 1 s more to shrink."""
 
 
 def _checked(header: _Header, max_pixels: int) -> _Header:
