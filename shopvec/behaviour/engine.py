@@ -158,7 +158,8 @@ class BehaviourEngine:
         self._users.upsert(upserts)
         self._users.delete(sorted(drop - {r["pseudonym"] for r in upserts}))
         if finished := update.tags():  # expiries finished here (_load): their op ids go
-            self._stats.upsert(settle(self._stats.get(sorted(update.keys())).values(), finished))
+            # `rows` is what the counts hold now: read above, then changed and written whole.
+            self._stats.upsert(settle(rows.values(), finished))
         out.users_written = len(upserts)
         out.rows_written = len(written)
         return out
@@ -257,6 +258,8 @@ class BehaviourEngine:
             profile.window.release(released)
             update.add(profile.shard, op, released)
         keys = sorted(update.keys())
-        self._stats.upsert(update.apply(self._stats.get(keys), self._limits))
+        stats = self._stats.get(keys)
+        self._stats.upsert(update.apply(stats, self._limits))
         self._users.delete([r["pseudonym"] for r in rows])
-        self._stats.upsert(settle(self._stats.get(keys).values(), update.tags()))
+        # `stats` is what the counts hold now (this worker alone writes its shards' rows).
+        self._stats.upsert(settle(stats.values(), update.tags()))
