@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from shopvec.indexing import IndexOutcome
     from shopvec.kafka.batch import Handler
     from shopvec.kafka.loop import Retrier
+    from shopvec.kafka.positions import Positions
     from shopvec.kafka.stream import StreamRuntime, Subscription
     from shopvec.metrics import IndexerMetrics, QueryMetrics
     from shopvec.search import SearchService
@@ -179,6 +180,7 @@ def _stream(
     max_in_flight: int = 1,
     consumer_overrides: dict[str, Any] | None = None,
     weigh: Callable[[Any], int] | None = None,
+    positions: Positions | None = None,
 ) -> StreamRuntime[Any]:
     """A worker's runtime around the handler that `handler` builds from the consumer and the
     retrier they share; `topic` is the topic, or builds the subscription from the consumer."""
@@ -220,6 +222,7 @@ def _stream(
         max_in_flight=max_in_flight,
         drain_timeout_s=settings.kafka.drain_timeout_s,
         weigh=weigh,
+        positions=positions,
     )
 
 
@@ -251,8 +254,11 @@ def build_indexer_service(
     *,
     group_id: str | None = None,
     on_batch: Callable[[IndexOutcome], None] | None = None,
+    positions: Positions | None = None,
 ) -> tuple[StreamRuntime[Any], IndexerMetrics]:
-    """The indexer as its worker runs it; tests build the same thing in a thread."""
+    """The indexer as its worker runs it; tests build the same thing in a thread.
+    positions: where its partitions start and what it records besides its group's offsets;
+    by default its collection's positions group (`shopvec.kafka.positions`)."""
     from confluent_kafka import Producer
 
     from shopvec.imaging import ImageLoader, colour
@@ -260,6 +266,7 @@ def build_indexer_service(
     from shopvec.indexing.service import batch_weight, max_in_flight
     from shopvec.kafka import producer_config
     from shopvec.kafka.config import batch_fetch_wait_ms
+    from shopvec.kafka.positions import GroupPositions, positions_group
     from shopvec.metrics import IndexerMetrics
 
     encoder = encoder or build_encoder(settings)
@@ -296,6 +303,8 @@ def build_indexer_service(
         batch_wait_s=s.batch_wait_ms / 1000,
         max_in_flight=max_in_flight(encode_threads),
         weigh=batch_weight,
+        positions=positions
+        or GroupPositions(settings, positions_group(settings, store.collection)),
     )
     return runtime, metrics
 

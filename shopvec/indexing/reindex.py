@@ -1,9 +1,15 @@
 """Rebuilding a collection from the product topic's beginning, then switching the alias.
 
 A change of model or fusion gets a collection of its own (its name records both). `reindex`
-fills it with a fresh consumer group from the first offset while the current collection keeps
-serving, and once it has caught up points the alias at it. Query workers search their own
-model's collection, so no search ever meets vectors of two models.
+fills it from the first offset while the current collection keeps serving, and once it has
+caught up points the alias at it. Query workers search their own model's collection, so no
+search ever meets vectors of two models.
+
+It consumes as the collection's positions group (`shopvec.kafka.positions`): its committed
+offsets are how far the new collection holds the topic. The new model's indexers start each
+partition there, so the events the old model's indexers took between the end of the reindex
+and the rollout reach the new collection too; a reindex that stopped part way resumes where it
+was.
 """
 
 from __future__ import annotations
@@ -11,13 +17,15 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from tqdm import tqdm
 
 from shopvec.encoders.base import Encoder
 from shopvec.kafka.config import common_config
+from shopvec.kafka.positions import positions_group
 from shopvec.runtime import (
     build_encoder,
     build_fusion,
@@ -27,23 +35,60 @@ from shopvec.runtime import (
 )
 from shopvec.settings import Settings
 
-__all__ = ["reindex", "topic_size"]
+__all__ = ["reindex", "topic_ends", "topic_size"]
 
 
-def topic_size(settings: Settings, topic: str) -> int:
-    """Messages currently in the topic, from the partitions' watermarks."""
+def topic_ends(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
+    """Each partition's low and high watermark."""
     conf = common_config(settings)
     conf["group.id"] = f"shopvec-size-{uuid.uuid4().hex}"
     consumer = Consumer(conf)
     try:
         meta = consumer.list_topics(topic, timeout=10)
-        total = 0
-        for partition in meta.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            total += max(0, high - low)
-        return total
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            for p in meta.topics[topic].partitions
+        }
     finally:
         consumer.close()
+
+
+def topic_size(settings: Settings, topic: str) -> int:
+    """Messages currently in the topic, from the partitions' watermarks."""
+    return sum(max(0, high - low) for low, high in topic_ends(settings, topic).values())
+
+
+class _FromTheStart:
+    """The reindex's positions: every partition from its first offset (a collection filled in
+    part, by a reindex that stopped or by indexers that ran first, is filled again; what it
+    holds is skipped by version, not encoded), and how far its batches have been written,
+    record by record: a record refused unread, or a gap left by compaction, counts as passed,
+    where counting the events read never got there."""
+
+    def __init__(self) -> None:
+        self.written: dict[int, int] = {}
+
+    def starts(self, partitions: Sequence[TopicPartition]) -> dict[tuple[str, int], int]:
+        return {(tp.topic, tp.partition): OFFSET_BEGINNING for tp in partitions}
+
+    def advance(self, messages: Iterable[Message]) -> None:
+        for msg in messages:
+            offset, partition = msg.offset(), msg.partition()
+            if offset is not None and partition is not None:
+                self.written[partition] = max(self.written.get(partition, 0), offset + 1)
+
+    def through(self, ends: dict[int, tuple[int, int]]) -> bool:
+        """Whether every partition is written up to its high watermark in `ends`."""
+        return all(self.written.get(p, low) >= high for p, (low, high) in ends.items())
+
+    def commit(self, *, force: bool = False) -> None:
+        """Its consumer's own group is the record (committed with the offsets stored)."""
+
+    def drop(self, partitions: Sequence[TopicPartition]) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
 def reindex(
@@ -56,17 +101,20 @@ def reindex(
     encoder: Encoder | None = None,
 ) -> dict[str, Any]:
     """Consumes the whole topic into this model's collection; caught up means every message
-    that was there at the start has been read and nothing new came for idle_s (a watermark
-    alone can be off by a few messages on some brokers). The alias moves only once caught up
-    and the indexer stopped cleanly: an indexer that died, or a timeout, leaves it where it
-    was (`switched` False, with the reason), since the collection may lack products."""
+    that was there at the start has been written (or dead-lettered), and nothing new came for
+    idle_s. The alias moves only once caught up and the indexer stopped
+    cleanly: an indexer that died, or a timeout, leaves it where it was (`switched` False,
+    with the reason), since the collection may lack products."""
     encoder = encoder or build_encoder(settings)
     fusion = build_fusion(settings, encoder)
     store = build_store(settings, collection_spec(settings, encoder, fusion))
     store.ensure()
-    total = topic_size(settings, settings.topics.products)
-    group = f"shopvec-reindex-{store.collection[:80]}-{uuid.uuid4().hex[:8]}"
-    service, metrics = build_indexer_service(settings, encoder, group_id=group)
+    topic = settings.topics.products
+    ends = topic_ends(settings, topic)
+    total = sum(max(0, high - low) for low, high in ends.values())
+    group = positions_group(settings, store.collection)
+    written = _FromTheStart()
+    service, metrics = build_indexer_service(settings, encoder, group_id=group, positions=written)
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), name="reindex", daemon=True)
     started = time.monotonic()
@@ -76,10 +124,11 @@ def reindex(
     with tqdm(total=total, unit="event", desc="reindexing", disable=not progress) as bar:
         while thread.is_alive() and time.monotonic() - started < timeout_s:
             now_seen = metrics.events_in._value.get()
+            now = time.monotonic()
             if now_seen != seen:
-                seen, last_change = now_seen, time.monotonic()
-                bar.update(int(now_seen) - bar.n)
-            if now_seen >= total and time.monotonic() - last_change >= idle_s:
+                seen, last_change = now_seen, now
+                bar.update(min(total, int(now_seen)) - bar.n)
+            if now - last_change >= idle_s and written.through(ends):
                 caught_up = True
                 break
             time.sleep(0.2)

@@ -32,7 +32,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from schemas.dead_letter import ErrorKind
 from shopvec.errors import is_transient
@@ -43,6 +50,7 @@ from shopvec.kafka.dead_letters import (
     readable_validation_error,
 )
 from shopvec.kafka.loop import Retrier, next_batch, store_offsets
+from shopvec.kafka.positions import Positions
 
 __all__ = ["StreamRuntime", "Subscription"]
 
@@ -80,6 +88,7 @@ class StreamRuntime(Generic[T]):
         fault_backoff_s: float = 1.0,
         pause_after_s: float = 10.0,
         weigh: Callable[[T], int] | None = None,
+        positions: Positions | None = None,
     ) -> None:
         """retry: the Retrier the handler uses too; it carries the health the probes read.
         size_setting: the setting that raises max_message_bytes, named in the reason.
@@ -87,7 +96,10 @@ class StreamRuntime(Generic[T]):
         batch_size, or a single item when that alone weighs more.
         pause_after_s: how long the runtime waits, at max_in_flight unfinished batches and
         without polling, for one to finish before it pauses the partitions (see
-        _backpressure)."""
+        _backpressure).
+        positions: where the worker's output stands apart from its group (the indexer's
+        collection, `shopvec.kafka.positions`): partitions start there where it has an offset,
+        and each batch's offsets are recorded there as well as stored for the group."""
         self.worker = worker
         self._consumer = consumer
         self._topic = topic
@@ -107,6 +119,7 @@ class StreamRuntime(Generic[T]):
         self._fault_backoff_s = fault_backoff_s
         self._pause_after_s = pause_after_s
         self._weigh = weigh
+        self._positions = positions
         self._ledger: deque[Batch[T]] = deque()
         self._waiting: deque[Batch[T]] = deque()
         """Batches in the ledger not yet handed to the handler, waiting for their turn."""
@@ -148,6 +161,8 @@ class StreamRuntime(Generic[T]):
         finally:
             try:
                 self._handler.close()
+                if self._positions is not None:
+                    self._positions.close()
             finally:
                 self._consumer.close()
                 log.info("%s consumer closed", self.worker)
@@ -158,6 +173,8 @@ class StreamRuntime(Generic[T]):
         self._handler.tick()
         self._settle()
         self._start_waiting()
+        if self._positions is not None:
+            self._positions.commit()
 
     def _follow(self) -> None:
         """Subscribes to the topics to read, again whenever they change: the partitions of
@@ -344,6 +361,8 @@ class StreamRuntime(Generic[T]):
         if batch.rejects:
             self.retry(self._dead.flush)
         store_offsets(self._consumer, batch.messages)
+        if self._positions is not None:
+            self._positions.advance(batch.messages)
 
     def _dead_letter(self, msg: Message, kind: ErrorKind, reason: str) -> None:
         try:
@@ -409,6 +428,24 @@ class StreamRuntime(Generic[T]):
             log.warning("%s: %d batches unfinished after the drain", self.worker, len(self._ledger))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._positions is not None and partitions:
+            starts = self._positions.starts(partitions)
+            # Assigned here with the offsets (the client assigns what the callback did not);
+            # OFFSET_INVALID: the group's committed offset, as without positions.
+            consumer.incremental_assign(
+                [
+                    TopicPartition(
+                        tp.topic, tp.partition, starts.get((tp.topic, tp.partition), OFFSET_INVALID)
+                    )
+                    for tp in partitions
+                ]
+            )
+            if starts:
+                log.info(
+                    "%s: starting from the output's own offsets: %s",
+                    self.worker,
+                    ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(starts.items())),
+                )
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
         self.health.assigned.set()
         log.info(
@@ -429,10 +466,15 @@ class StreamRuntime(Generic[T]):
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit on revoke failed: %s", exc)
+        if self._positions is not None:
+            self._positions.commit(force=True)
+            self._positions.drop(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost, not revoked: another member may already own them, so nothing is committed.
         self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        if self._positions is not None:
+            self._positions.drop(partitions)
         log.warning("%s: partitions lost %s", self.worker, _named(partitions))
 
 

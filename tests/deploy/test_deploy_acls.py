@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from shopvec.kafka.positions import positions_group
 from shopvec.settings import Settings
 from tests.deploy.deploykit import CONSUMES, K8S, ROOT, WORKER_KINDS, Rendered, render
 
@@ -248,8 +249,10 @@ def test_names_are_the_code_s() -> None:
         elif kind == "group" and pattern == "literal":
             assert name in groups, f"{user}: {name} is not a worker's group"
         elif kind == "group":
-            # shopvec.kafka.config.reply_reader_config; shopvec.indexing.reindex.
-            assert name in ("shopvec-client-", "shopvec-reindex-", "shopvec-size-") or (
+            # shopvec.kafka.config.reply_reader_config; shopvec.kafka.positions (the indexer's
+            # and the reindex's); shopvec.indexing.reindex.
+            positions = positions_group(s, "")
+            assert name in ("shopvec-client-", positions, "shopvec-size-") or (
                 user == PRINCIPALS["operator"] and name == "shopvec-operator-"
             ), f"{user}: group prefix {name}"
 
@@ -267,6 +270,8 @@ def test_workers_change_nothing_and_read_only_their_input(kind: str) -> None:
     consumed = getattr(s.topics, topic_key)
     assert _allowed(user, "Read", "topic", consumed)
     assert _allowed(user, "Read", "group", getattr(s, section).group_id)
+    if kind == "indexer":
+        assert _allowed(user, "Read", "group", positions_group(s, "products_any_model"))
     assert _allowed(user, "Write", "topic", s.topics.dead_letters)
     for topic in s.topics.all().values():
         if topic != consumed:

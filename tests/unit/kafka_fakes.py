@@ -101,6 +101,9 @@ class FakeConsumer:
         self.subscriptions: list[list[str]] = []
         self.ends: dict[tuple[str, int], int] = {}
         """High watermarks by (topic, partition), for get_watermark_offsets."""
+        self.assigned_at: dict[tuple[str, int], int] = {}
+        """Start offsets by (topic, partition), from incremental_assign."""
+        self.commits = 0
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         self.subscriptions.append(list(topics))
@@ -120,3 +123,9 @@ class FakeConsumer:
 
     def resume(self, partitions: list[Any]) -> None:
         self.paused = False
+
+    def incremental_assign(self, partitions: list[Any]) -> None:
+        self.assigned_at = {(tp.topic, tp.partition): tp.offset for tp in partitions}
+
+    def commit(self, **options: Any) -> None:
+        self.commits += 1

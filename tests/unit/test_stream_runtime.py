@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 from pymilvus.exceptions import DataNotMatchException
 
@@ -72,6 +72,7 @@ def _runtime(
     max_in_flight: int = 1,
     pause_after_s: float = 10.0,
     weigh: Callable[[Any], int] | None = None,
+    positions: Any = None,
 ) -> tuple[StreamRuntime[Any], FakeConsumer, FakeProducer, StreamMetrics]:
     consumer, producer = FakeConsumer(), producer or FakeProducer()
     metrics = StreamMetrics("test", CollectorRegistry())
@@ -99,6 +100,7 @@ def _runtime(
         max_in_flight=max_in_flight,
         pause_after_s=pause_after_s,
         weigh=weigh,
+        positions=positions,
     )
     return runtime, consumer, producer, metrics
 
@@ -117,6 +119,53 @@ def _msgs(*values: bytes | str) -> list[Message]:
         cast(Message, FakeMessage(i, v.encode() if isinstance(v, str) else v))
         for i, v in enumerate(values)
     ]
+
+
+class FakePositions:
+    """An output's own offsets (shopvec.kafka.positions), in memory."""
+
+    def __init__(self, held: dict[tuple[str, int], int]) -> None:
+        self.held = dict(held)
+        self.pending: dict[tuple[str, int], int] = {}
+        self.forced = 0
+
+    def starts(self, partitions: Sequence[TopicPartition]) -> dict[tuple[str, int], int]:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        return {k: self.held[k] for k in keys if k in self.held}
+
+    def advance(self, messages: Sequence[Message]) -> None:
+        for m in messages:
+            key = (m.topic() or "", m.partition() or 0)
+            self.pending[key] = max(self.pending.get(key, 0), (m.offset() or 0) + 1)
+
+    def commit(self, *, force: bool = False) -> None:
+        self.forced += force
+        self.held.update(self.pending)
+        self.pending.clear()
+
+    def drop(self, partitions: Sequence[TopicPartition]) -> None:
+        for tp in partitions:
+            self.pending.pop((tp.topic, tp.partition), None)
+
+    def close(self) -> None:
+        self.commit(force=True)
+
+
+def test_partitions_start_from_the_output_s_own_offsets_and_record_them() -> None:
+    """Where the output has an offset its partition starts there, elsewhere at the group's
+    (OFFSET_INVALID); each finished batch's offsets are recorded for it, at revoke at once."""
+    positions = FakePositions({("in", 0): 7})
+    runtime, consumer, _, _ = _runtime(Recorder(), positions=positions)
+    assigned = [TopicPartition("in", 0), TopicPartition("in", 1)]
+    runtime._on_assign(cast(Consumer, consumer), assigned)
+    assert consumer.assigned_at == {("in", 0): 7, ("in", 1): OFFSET_INVALID}
+    runtime.process([cast(Message, FakeMessage(o, b"x")) for o in (7, 8)])
+    assert positions.pending == {("in", 0): 9}
+    runtime.turn()
+    assert positions.held[("in", 0)] == 9
+    runtime.process([cast(Message, FakeMessage(9, b"y"))])
+    runtime._on_revoke(cast(Consumer, consumer), assigned)
+    assert positions.forced == 1 and positions.held[("in", 0)] == 10
 
 
 # -- the door and the dead letters -------------------------------------------------------------
