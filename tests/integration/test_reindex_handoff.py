@@ -1,5 +1,6 @@
 """From `shopvec reindex` to the new model's indexers, nothing is lost: the events the old
-model's indexers take after the reindex ends reach the new collection once its indexers run."""
+model's indexers take after the reindex ends reach the new collection once its indexers run.
+And a record refused unread (oversize) does not keep the reindex from catching up."""
 
 from __future__ import annotations
 
@@ -30,6 +31,13 @@ def test_events_between_reindex_and_rollout_reach_the_new_collection(
 
     old_indexer, old_metrics = build_indexer_service(settings, encoder)
     EventPublisher(settings).send_all(first, progress=False)
+    large = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"extra": {"message.max.bytes": "8000000"}})
+        }
+    )
+    oversize = settings.indexer.max_event_bytes + 1024
+    EventPublisher(large).send_raw(b"big", b'{"blob": "' + b"x" * oversize + b'"}')
     with running(old_indexer.run, old_indexer.ready):
         wait_for(lambda: old_metrics.written._value.get() >= 12, 60, "the old collection")
         summary = reindex(new, encoder=encoder, progress=False, idle_s=2.0)
