@@ -132,6 +132,40 @@ def test_users_move_to_the_current_key_and_old_keys_still_forget() -> None:
     assert set(old.users.rows) == {rotated.pseudonym("alice"), rotated.pseudonym("bob")}
 
 
+def test_a_kill_between_a_moved_row_s_write_and_the_old_one_s_delete_is_mended_by_the_replay() -> (
+    None
+):
+    """The batch that moved the row is replayed (its offsets were not stored), and the replay
+    finds both copies and deletes the old one: expiry then takes the share back once."""
+    w = World(inactive_ttl_days=1)
+    w.engine.apply(w.inbound(click("alice", "shoe-0", 0), click("alice", "shoe-1", 1)))
+    rotated = Pseudonymiser("k-new", ["k-now"])
+    engine = BehaviourEngine(w.users, w.stats, w.products, rotated, w.config)
+    batch = w.inbound(click("alice", "shoe-2", 2))
+    real_delete = w.users.delete
+
+    def dies(pseudonyms: object) -> None:
+        raise _Crash
+
+    w.users.delete = dies  # type: ignore[method-assign]
+    with pytest.raises(_Crash):
+        engine.apply(batch)
+    assert len(w.users.rows) == 2  # both copies, until the replay
+    w.users.delete = real_delete  # type: ignore[method-assign]
+    engine.apply(batch)
+    assert list(w.users.rows) == [rotated.pseudonym("alice")]
+    # Bob, who clicked the same shoes later, keeps his share (two copies expired would take
+    # it from him).
+    later = 60 * 24 * 3
+    bob = [click("bob", f"shoe-{i}", later + i) for i in range(3)]
+    engine.apply(w.inbound(*bob))
+    t0_ms = int(click("x", "shoe-0", 0).timestamp.timestamp() * 1000)
+    assert engine.expire(t0_ms + 3 * 86_400_000, shards={0}) == 1
+    clean = World(inactive_ttl_days=1)
+    clean.engine.apply(clean.inbound(*bob))
+    assert w.counts() == clean.counts()
+
+
 def test_memory_per_user_and_per_item_is_bounded() -> None:
     w = World(cf_window=3, recent_event_ids=8, cf_neighbours=2, popular_per_category=2)
     items = [f"{kind}-{i}" for kind in ("shoe", "hat") for i in range(5)]
