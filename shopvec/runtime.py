@@ -304,7 +304,11 @@ def build_indexer_service(
         max_in_flight=max_in_flight(encode_threads),
         weigh=batch_weight,
         positions=positions
-        or GroupPositions(settings, positions_group(settings, store.collection)),
+        or GroupPositions(
+            settings,
+            positions_group(settings, store.collection),
+            shared_group=group_id or s.group_id,
+        ),
     )
     return runtime, metrics
 

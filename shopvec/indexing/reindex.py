@@ -5,11 +5,11 @@ fills it from the first offset while the current collection keeps serving, and o
 caught up points the alias at it. Query workers search their own model's collection, so no
 search ever meets vectors of two models.
 
-It consumes as the collection's positions group (`shopvec.kafka.positions`): its committed
-offsets are how far the new collection holds the topic. The new model's indexers start each
-partition there, so the events the old model's indexers took between the end of the reindex
-and the rollout reach the new collection too; a reindex that stopped part way resumes where it
-was.
+It records how far it has written in the collection's positions group
+(`shopvec.kafka.positions`), which the new model's indexers start each partition from: the
+events the old model's indexers took between the end of the reindex and the rollout reach the
+new collection too. A reindex run again starts from the first offset again, and skips by
+version what the collection already holds.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from shopvec.encoders.base import Encoder
 from shopvec.kafka.config import common_config
-from shopvec.kafka.positions import positions_group
+from shopvec.kafka.positions import GroupPositions, positions_group
 from shopvec.runtime import (
     build_encoder,
     build_fusion,
@@ -60,35 +60,40 @@ def topic_size(settings: Settings, topic: str) -> int:
 
 class _FromTheStart:
     """The reindex's positions: every partition from its first offset (a collection filled in
-    part, by a reindex that stopped or by indexers that ran first, is filled again; what it
-    holds is skipped by version, not encoded), and how far its batches have been written,
-    record by record: a record refused unread, or a gap left by compaction, counts as passed,
-    where counting the events read never got there."""
+    part, by a reindex cut short or by indexers that ran first, is filled again; what it holds
+    is skipped by version, not encoded), recorded in the collection's positions group as it
+    goes, and how far its batches have been written, record by record: a record refused unread,
+    or a gap left by compaction, counts as passed, where counting the events read never got
+    there."""
 
-    def __init__(self) -> None:
+    def __init__(self, record: GroupPositions) -> None:
+        self._record = record
         self.written: dict[int, int] = {}
 
     def starts(self, partitions: Sequence[TopicPartition]) -> dict[tuple[str, int], int]:
+        self._record.hold(partitions)
         return {(tp.topic, tp.partition): OFFSET_BEGINNING for tp in partitions}
 
     def advance(self, messages: Iterable[Message]) -> None:
+        messages = list(messages)
         for msg in messages:
             offset, partition = msg.offset(), msg.partition()
             if offset is not None and partition is not None:
                 self.written[partition] = max(self.written.get(partition, 0), offset + 1)
+        self._record.advance(messages)
 
     def through(self, ends: dict[int, tuple[int, int]]) -> bool:
         """Whether every partition is written up to its high watermark in `ends`."""
         return all(self.written.get(p, low) >= high for p, (low, high) in ends.items())
 
     def commit(self, *, force: bool = False) -> None:
-        """Its consumer's own group is the record (committed with the offsets stored)."""
+        self._record.commit(force=force)
 
     def drop(self, partitions: Sequence[TopicPartition]) -> None:
-        return None
+        self._record.drop(partitions)
 
     def close(self) -> None:
-        return None
+        self._record.close()
 
 
 def reindex(
@@ -112,8 +117,11 @@ def reindex(
     topic = settings.topics.products
     ends = topic_ends(settings, topic)
     total = sum(max(0, high - low) for low, high in ends.values())
-    group = positions_group(settings, store.collection)
-    written = _FromTheStart()
+    # A group of its own shares the partitions out; the collection's positions group, which
+    # no consumer joins (so Kafka keeps each of its offsets for a retention period from its
+    # commit), records how far the reindex has written.
+    group = f"shopvec-reindex-{store.collection[:80]}-{uuid.uuid4().hex[:8]}"
+    written = _FromTheStart(GroupPositions(settings, positions_group(settings, store.collection)))
     service, metrics = build_indexer_service(settings, encoder, group_id=group, positions=written)
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), name="reindex", daemon=True)

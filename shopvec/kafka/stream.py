@@ -161,11 +161,14 @@ class StreamRuntime(Generic[T]):
         finally:
             try:
                 self._handler.close()
-                if self._positions is not None:
-                    self._positions.close()
             finally:
-                self._consumer.close()
-                log.info("%s consumer closed", self.worker)
+                try:
+                    # Its revoke callback records the positions one last time.
+                    self._consumer.close()
+                    log.info("%s consumer closed", self.worker)
+                finally:
+                    if self._positions is not None:
+                        self._positions.close()
 
     def turn(self) -> None:
         """Housekeeping: the handler's, then whatever finished batches can be completed, then

@@ -249,10 +249,10 @@ def test_names_are_the_code_s() -> None:
         elif kind == "group" and pattern == "literal":
             assert name in groups, f"{user}: {name} is not a worker's group"
         elif kind == "group":
-            # shopvec.kafka.config.reply_reader_config; shopvec.kafka.positions (the indexer's
-            # and the reindex's); shopvec.indexing.reindex.
+            # shopvec.kafka.config.reply_reader_config; shopvec.indexing.reindex;
+            # shopvec.kafka.positions (the indexer's and the reindex's).
             positions = positions_group(s, "")
-            assert name in ("shopvec-client-", positions, "shopvec-size-") or (
+            assert name in ("shopvec-client-", "shopvec-reindex-", positions, "shopvec-size-") or (
                 user == PRINCIPALS["operator"] and name == "shopvec-operator-"
             ), f"{user}: group prefix {name}"
 

@@ -70,6 +70,20 @@ def _reindex(
         built.update(group=group_id, positions=positions)
         return SimpleNamespace(run=service_run), metrics
 
+    records: list[Any] = []
+
+    class Record:
+        def __init__(self, settings: Any, group: str) -> None:
+            self.group, self.held, self.advanced = group, [], []
+            records.append(self)
+
+        def hold(self, partitions: Any) -> None:
+            self.held += partitions
+
+        def advance(self, messages: Any) -> None:
+            self.advanced += messages
+
+    monkeypatch.setattr(reindexing, "GroupPositions", Record)
     monkeypatch.setattr(reindexing, "build_fusion", lambda s, e: None)
     monkeypatch.setattr(reindexing, "collection_spec", lambda s, e, f: None)
     monkeypatch.setattr(reindexing, "build_store", lambda s, spec: store)
@@ -86,8 +100,12 @@ def _reindex(
         idle_s=0.1,
         encoder=object(),  # type: ignore[arg-type]
     )
-    # Its group is the collection's positions group, which the new model's indexers start from.
-    assert built["group"] == "shopvec-indexer.products__new"
+    # A group of its own; what it wrote is recorded in the collection's positions group, which
+    # the new model's indexers start from.
+    assert built["group"].startswith("shopvec-reindex-products__new-")
+    (record,) = records
+    assert record.group == "shopvec-indexer.products__new" and len(record.held) == 2
+    assert len(record.advanced) == len(written or {})
     return summary, store
 
 
