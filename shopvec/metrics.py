@@ -64,6 +64,12 @@ class QueryMetrics:
         self.expired = Counter(
             "shopvec_query_expired", "Requests too old to answer, dropped", registry=r
         )
+        self.unacknowledged = Counter(
+            "shopvec_query_replies_unacknowledged",
+            "Replies the broker had not acknowledged when their requests grew too old to "
+            "answer: their batches went on without them",
+            registry=r,
+        )
         self.latency_seconds = Histogram(
             "shopvec_query_seconds", "From consume to reply produced", registry=r
         )

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,14 +93,21 @@ Incoming = SearchRequest | _Invalid | _Expired
 
 
 class _Replies:
-    """A batch's replies the broker has yet to acknowledge; the batch is finished at none."""
+    """A batch's replies the broker has yet to acknowledge; the batch is finished at none, or
+    at its deadline: once its requests are too old to answer, a reply still unacknowledged is
+    no use to its asker (who gave up), and a replay would drop the request as expired anyway.
+    Waiting longer would hold every later batch's offsets behind it, and with them the worker
+    (a reply topic deleted after the request named it is acknowledged only when the producer's
+    own timeout, minutes by default, runs out)."""
 
-    __slots__ = ("batch", "sealed", "waiting")
+    __slots__ = ("batch", "deadline", "finished", "sealed", "waiting")
 
-    def __init__(self, batch: Batch[Incoming]) -> None:
+    def __init__(self, batch: Batch[Incoming], deadline: float) -> None:
         self.batch = batch
+        self.deadline = deadline
         self.waiting = 0
         self.sealed = False
+        self.finished = False
 
     def delivered(self, err: KafkaError | None, msg: Message) -> None:
         self.waiting -= 1
@@ -111,8 +119,18 @@ class _Replies:
         self.sealed = True
         self._maybe_finish()
 
+    def give_up(self) -> None:
+        log.warning(
+            "%d replies unacknowledged after their requests grew too old to answer; "
+            "the batch goes on without them",
+            self.waiting,
+        )
+        self.finished = True
+        self.batch.finish()
+
     def _maybe_finish(self) -> None:
-        if self.sealed and self.waiting <= 0:
+        if self.sealed and self.waiting <= 0 and not self.finished:
+            self.finished = True
             self.batch.finish()
 
 
@@ -133,6 +151,8 @@ class QueryWorker:
         self._service = service
         self._metrics = metrics
         self._max_age_ms = max_request_age_s * 1000
+        self._unacknowledged: deque[_Replies] = deque()
+        """Sealed batches with replies still unacknowledged, oldest first."""
 
     # -- the runtime's handler ----------------------------------------------------------------
 
@@ -165,7 +185,9 @@ class QueryWorker:
 
     def submit(self, batch: Batch[Incoming]) -> None:
         started = time.perf_counter()
-        replies = _Replies(batch)
+        # Measured from now, not from the requests' timestamps: the runtime drops a request
+        # already older than the age limit when it decodes it.
+        replies = _Replies(batch, time.monotonic() + self._max_age_ms / 1000)
         requests = [(m, r) for m, r in batch.items if isinstance(r, SearchRequest)]
         for msg, item in batch.items:
             if isinstance(item, _Invalid):
@@ -193,11 +215,21 @@ class QueryWorker:
                     self._metrics.errors.labels(kind=reply.error.kind).inc()
         self._producer.poll(0)
         replies.seal()
+        if not replies.finished:
+            self._unacknowledged.append(replies)
         self._metrics.latency_seconds.observe(time.perf_counter() - started)
 
     def tick(self) -> None:
         # Delivery reports (which finish batches) run inside poll, on this thread.
         self._producer.poll(0)
+        now = time.monotonic()
+        while self._unacknowledged and (
+            self._unacknowledged[0].finished or self._unacknowledged[0].deadline <= now
+        ):
+            replies = self._unacknowledged.popleft()
+            if not replies.finished:
+                self._metrics.unacknowledged.inc(replies.waiting)
+                replies.give_up()
 
     def close(self) -> None:
         self._producer.flush(10)

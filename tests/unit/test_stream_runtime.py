@@ -429,14 +429,17 @@ class EchoService:
 EXISTING = {"replies", "replies.mine", "shopvec.products", DEAD}
 
 
-def _query() -> tuple[StreamRuntime[Any], FakeConsumer, FakeProducer]:
+def _query(
+    max_request_age_s: float = 30.0, metrics: QueryMetrics | None = None
+) -> tuple[StreamRuntime[Any], FakeConsumer, FakeProducer]:
     producer = FakeProducer()
     worker = QueryWorker(
         producer=cast(Producer, producer),
         default_reply_topic="replies",
         reply_topics=TopicGuard(["replies", "replies.*"], EXISTING.__contains__),
         service=cast(SearchService, EchoService()),
-        metrics=QueryMetrics(),
+        metrics=metrics or QueryMetrics(),
+        max_request_age_s=max_request_age_s,
     )
     runtime, consumer, _, _ = _runtime(worker, producer)
     return runtime, consumer, producer
@@ -466,6 +469,29 @@ def test_offsets_wait_for_the_replies_and_keep_their_order() -> None:
     runtime.turn()
     assert consumer.stored == [0, 1, 2]
     assert producer.flushes == 0
+
+
+def test_a_reply_never_acknowledged_holds_the_worker_up_only_until_its_request_is_too_old() -> None:
+    """A reply topic deleted after its request named it is acknowledged only when the
+    producer's own timeout (minutes) runs out; meanwhile every later batch's offsets wait
+    behind it, and at max_in_flight the worker takes nothing more. Past the request age limit
+    the reply is no use to anyone (a replay would drop the request as expired): the batch goes
+    on without it."""
+    metrics = QueryMetrics()
+    runtime, consumer, producer = _query(max_request_age_s=0.2, metrics=metrics)
+    runtime.process([_request(0)])
+    runtime.process([_request(1)])
+    producer.acknowledge(1, first=1)  # the second batch's reply; the first's never comes
+    runtime.turn()
+    assert consumer.stored == []
+    time.sleep(0.25)
+    runtime.turn()
+    runtime.turn()
+    assert consumer.stored == [0, 1]
+    assert metrics.registry.get_sample_value("shopvec_query_replies_unacknowledged_total") == 1
+    producer.acknowledge(1)  # late: changes nothing
+    runtime.turn()
+    assert consumer.stored == [0, 1]
 
 
 def test_a_failed_reply_does_not_hold_the_offsets_back() -> None:
