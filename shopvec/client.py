@@ -36,6 +36,7 @@ from confluent_kafka import (
     OFFSET_END,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -48,13 +49,22 @@ from shopvec.kafka.config import producer_config, reply_reader_config
 from shopvec.kafka.generations import RequestTopic, listing
 from shopvec.settings import Settings
 
-__all__ = ["AsyncSearchClient", "SearchClient", "SearchTimeout"]
+__all__ = ["AsyncSearchClient", "SearchClient", "SearchNotSent", "SearchTimeout"]
 
 log = logging.getLogger(__name__)
 
 
 class SearchTimeout(TimeoutError):
     pass
+
+
+class SearchNotSent(ConnectionError):
+    """The broker did not take the request (unreachable, the topic missing, the request too
+    large): no reply will come. `too_large` when its size was the reason."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
 
 
 class SearchClient:
@@ -102,6 +112,9 @@ class SearchClient:
 
     def _read(self) -> None:
         while not self._stop.is_set():
+            # The requests' delivery reports (a request the broker did not take fails its
+            # caller at once) run here, as do the replies.
+            self._producer.poll(0)
             msg = self._consumer.poll(0.1)
             if self._retiring:
                 self._retire()
@@ -157,8 +170,17 @@ class SearchClient:
         sent by other means (another producer, another language)."""
         future: Future[SearchReply] = Future()
         with self._lock:
+            if request_id in self._pending:
+                # Its reply would answer one of the two; the other would wait in vain.
+                raise ValueError(f"a search with id {request_id!r} is already waiting")
             self._pending[request_id] = future
         return future
+
+    @property
+    def reading(self) -> bool:
+        """Whether the thread that reads the replies (and the requests' delivery reports) is
+        alive: without it no search is answered."""
+        return self._reader.is_alive()
 
     @property
     def waiting(self) -> int:
@@ -175,32 +197,61 @@ class SearchClient:
     def send(self, request: SearchRequest) -> Future[SearchReply]:
         """Sends without waiting; the future resolves with the reply. A caller that stops
         waiting calls `forget`."""
-        if request.reply_topic is None:
-            request = request.model_copy(update={"reply_topic": self.reply_topic})
         future = self.expect(request.request_id)
         try:
-            self._producer.produce(
-                self._requests.name(),
-                key=request.request_id.encode(),
-                value=request.to_bytes(),
-                headers=[
-                    (HEADER_CORRELATION_ID, request.request_id.encode()),
-                    (HEADER_REPLY_TOPIC, (request.reply_topic or "").encode()),
-                    (HEADER_CONTENT_TYPE, b"application/json"),
-                ],
-                on_delivery=self._stored,
-            )
+            self._send(request)
         except BaseException:
             self.forget(request.request_id)
             raise
-        self._producer.poll(0)
-        self._producer.flush(self._timeout_s)
         return future
+
+    def _send(self, request: SearchRequest) -> None:
+        if request.reply_topic is None:
+            request = request.model_copy(update={"reply_topic": self.reply_topic})
+        self._produce(
+            self._requests.name(),
+            key=request.request_id.encode(),
+            value=request.to_bytes(),
+            headers=[
+                (HEADER_CORRELATION_ID, request.request_id.encode()),
+                (HEADER_REPLY_TOPIC, (request.reply_topic or "").encode()),
+                (HEADER_CONTENT_TYPE, b"application/json"),
+            ],
+            on_delivery=self._stored,
+        )
+        # Not flushed: the producer sends at once (no linger), and a request the broker does
+        # not take fails its future from the delivery report. Waiting here held a thread of
+        # each caller for the whole timeout while the broker was away.
+        self._producer.poll(0)
+
+    def _produce(self, topic: str, **kwargs: Any) -> None:
+        try:
+            self._producer.produce(topic, **kwargs)
+        except KafkaException as exc:
+            error = exc.args[0]
+            too_large = error.code() == KafkaError.MSG_SIZE_TOO_LARGE
+            raise SearchNotSent(f"not sent: {error.str()}", too_large=too_large) from exc
+        except BufferError as exc:
+            raise SearchNotSent(f"not sent: {exc}") from exc
 
     def _stored(self, err: KafkaError | None, msg: Message) -> None:
         offset = msg.offset()
         if err is None and offset is not None:
             self._requests.acknowledged(msg.topic() or "", offset)
+            return
+        if err is None:
+            return
+        request_id = (msg.key() or b"").decode(errors="replace")
+        with self._lock:
+            future = self._pending.pop(request_id, None)
+        if future is not None:
+            too_large = err.code() == KafkaError.MSG_SIZE_TOO_LARGE
+            with contextlib.suppress(InvalidStateError):
+                future.set_exception(
+                    SearchNotSent(
+                        f"the broker did not take the search: {err.str()}", too_large=too_large
+                    )
+                )
 
     def request(
         self, request: SearchRequest, timeout_s: float | None = None, retries: int | None = None
@@ -209,13 +260,17 @@ class SearchClient:
         to the first send answers it just as well), `retries` times."""
         timeout = timeout_s or self._timeout_s
         attempts = 1 + (self._retries if retries is None else retries)
-        for _ in range(attempts):
-            future = self.send(request)
-            try:
-                return future.result(timeout / attempts)
-            except FutureTimeout:
-                continue
-        self.forget(request.request_id)
+        future = self.send(request)
+        try:
+            for attempt in range(attempts):
+                if attempt:
+                    self._send(request)
+                try:
+                    return future.result(timeout / attempts)
+                except FutureTimeout:
+                    continue
+        finally:
+            self.forget(request.request_id)
         raise SearchTimeout(f"no reply to {request.request_id} within {timeout}s")
 
     def build_request(

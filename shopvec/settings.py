@@ -422,6 +422,18 @@ class HttpSettings(BaseModel):
     timeout_s: float = Field(
         default=10.0, gt=0, description="how long a search waits for its reply before a 504"
     )
+    max_body_bytes_in_flight: int = Field(
+        default=48 * 1024 * 1024,
+        ge=1024,
+        description="the request bodies in progress together; one that would pass it gets 503 "
+        "at once (a search with a photo holds several times its body while it waits)",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="connections and requests at once; more are answered 503 (uvicorn's "
+        "limit_concurrency)",
+    )
 
 
 class StackSettings(BaseModel):

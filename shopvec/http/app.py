@@ -45,5 +45,9 @@ def create_app(settings: Settings, backend: Backend | None = None) -> FastAPI:
     app.include_router(page.router)
     app.add_middleware(FormAsJson)
     # Added last, so it runs first: nothing reads a body over the limit.
-    app.add_middleware(BodyLimit, max_bytes=settings.http.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.http.max_body_bytes,
+        in_flight_bytes=settings.http.max_body_bytes_in_flight,
+    )
     return app

@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from schemas.search import SearchReply, SearchRequest
 from schemas.user_event import UserEvent
 from schemas.wire import HEADER_CONTENT_TYPE, HEADER_SCHEMA_VERSION
+from shopvec.client import SearchNotSent
 from shopvec.http.contract import ProductView
 from shopvec.search.service import product_fields
 from shopvec.settings import Settings
 
-__all__ = ["Backend", "BackendUnavailable", "KafkaBackend", "product_view"]
+__all__ = ["Backend", "BackendUnavailable", "KafkaBackend", "RequestTooLarge", "product_view"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,10 @@ _PRODUCT_FIELDS = ["id", "version", "title", "brand", "price", "in_stock", "doc"
 
 class BackendUnavailable(RuntimeError):
     """Kafka or Milvus did not answer: the client may try again (503)."""
+
+
+class RequestTooLarge(ValueError):
+    """The broker refused the search for its size: trying again cannot help (413)."""
 
 
 class Backend(Protocol):
@@ -61,6 +67,11 @@ class KafkaBackend:
         self._producer: Any = None
         self._milvus: Any = None
         self._milvus_lock = threading.Lock()
+        # Threads of their own for Milvus's lookups, which wait up to its timeout while it is
+        # slow: in the default pool they held up every route's sends.
+        self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http-milvus")
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
 
     @property
     def reply_topic(self) -> str | None:
@@ -77,12 +88,23 @@ class KafkaBackend:
 
         self._client = SearchClient(self._settings, timeout_s=self._settings.http.timeout_s)
         self._producer = Producer(producer_config(self._settings, **{"linger.ms": 0}))
+        # The events' delivery reports, which answer their requests.
+        self._poller = threading.Thread(target=self._poll, name="http-events", daemon=True)
+        self._poller.start()
         log.info("searches go out on %s", self._client.reply_topic)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.1)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(5)
+        self._lookups.shutdown(wait=False, cancel_futures=True)
         if self._producer is not None:
             self._producer.flush(5)
         if self._client is not None:
@@ -91,7 +113,13 @@ class KafkaBackend:
             self._milvus.close()
 
     def ready(self) -> bool:
-        return self._client is not None
+        """Started, with the threads that read replies and delivery reports alive."""
+        return (
+            self._client is not None
+            and self._client.reading
+            and self._poller is not None
+            and self._poller.is_alive()
+        )
 
     async def search(self, request: SearchRequest, timeout_s: float) -> SearchReply:
         client = self._client
@@ -99,21 +127,33 @@ class KafkaBackend:
             raise BackendUnavailable("the service is starting")
         try:
             future = await asyncio.to_thread(client.send, request)
-        except Exception as exc:  # the producer's queue is full, the broker refused it
+            # A timeout cancels the future; forgotten, a late reply is dropped by the reader.
+            try:
+                reply: SearchReply = await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+            finally:
+                client.forget(request.request_id)
+        except SearchNotSent as exc:  # the producer's queue is full, the broker refused it
+            if exc.too_large:
+                raise RequestTooLarge(f"the search is too large for the broker: {exc}") from exc
             raise BackendUnavailable(f"could not send the search: {exc}") from exc
-        # A timeout cancels the future; forgotten, a late reply is dropped by the reader.
-        try:
-            reply: SearchReply = await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
-        finally:
-            client.forget(request.request_id)
         return reply
 
     async def record(self, event: UserEvent) -> None:
-        await asyncio.to_thread(self._produce_event, event)
-
-    def _produce_event(self, event: UserEvent) -> None:
+        """Answers once the broker acknowledged the event, without holding a thread while it
+        waits (a flush here held one of the default pool's few for the whole timeout)."""
         if self._producer is None:
             raise BackendUnavailable("the service is starting")
+        loop = asyncio.get_running_loop()
+        acknowledged: asyncio.Future[None] = loop.create_future()
+
+        def settle(future: asyncio.Future[None], err: Any) -> None:
+            if future.done():
+                return
+            if err is None:
+                future.set_result(None)
+            else:
+                future.set_exception(BackendUnavailable(f"the event was not stored: {err}"))
+
         try:
             self._producer.produce(
                 self._settings.topics.user_events,
@@ -123,14 +163,18 @@ class KafkaBackend:
                     (HEADER_SCHEMA_VERSION, str(event.schema_version).encode()),
                     (HEADER_CONTENT_TYPE, b"application/json"),
                 ],
+                on_delivery=lambda err, msg: loop.call_soon_threadsafe(settle, acknowledged, err),
             )
         except Exception as exc:
             raise BackendUnavailable(f"could not publish the event: {exc}") from exc
-        if self._producer.flush(self._settings.http.timeout_s) > 0:
-            raise BackendUnavailable("the broker did not acknowledge the event in time")
+        try:
+            await asyncio.wait_for(acknowledged, self._settings.http.timeout_s)
+        except TimeoutError:
+            raise BackendUnavailable("the broker did not acknowledge the event in time") from None
 
     async def product(self, product_id: str) -> ProductView | None:
-        return await asyncio.to_thread(self._product, product_id)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._lookups, self._product, product_id)
 
     def _product(self, product_id: str) -> ProductView | None:
         from shopvec.runtime import milvus_client

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.search import SearchError
-from shopvec.http.backend import BackendUnavailable
+from shopvec.http.backend import BackendUnavailable, RequestTooLarge
 
 __all__ = ["error_body", "error_response", "install_error_handlers", "readable", "status_for"]
 
@@ -70,6 +70,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             exc.status_code, kind, str(exc.detail), headers=getattr(exc, "headers", None)
         )
+
+    @app.exception_handler(RequestTooLarge)
+    async def too_large(request: Request, exc: RequestTooLarge) -> JSONResponse:
+        return error_response(413, "invalid_request", str(exc))
 
     @app.exception_handler(BackendUnavailable)
     async def unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import io
 import json
 
+import numpy as np
 import pytest
 from confluent_kafka import Producer
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from schemas import SearchReply
 from shopvec.catalog import DEMO_CATALOG, myntra_products
@@ -90,5 +93,15 @@ def test_no_query_worker_is_a_504_timeout(settings: Settings) -> None:
             assert response.json()["error"]["kind"] == "timeout"
         # Nothing is kept for the searches given up on (each one was, for good).
         assert backend._client is not None and backend._client.waiting == 0
+        # Larger than the producer's message.max.bytes (librdkafka's 1,000,000 by default):
+        # no retry can help, so not "503, try again".
+        noise = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(noise).save(buffer, "JPEG", quality=95)
+        assert buffer.tell() > 800_000
+        big = {"image_base64": base64.b64encode(buffer.getvalue()).decode()}
+        response = http.post("/v1/search", json=big)
+        assert response.status_code == 413, response.text
+        assert backend._client.waiting == 0
         # No products collection yet: not found, not a failure.
         assert http.get("/v1/products/p1").status_code == 404
