@@ -121,7 +121,12 @@ def reindex(
     # no consumer joins (so Kafka keeps each of its offsets for a retention period from its
     # commit), records how far the reindex has written.
     group = f"shopvec-reindex-{store.collection[:80]}-{uuid.uuid4().hex[:8]}"
-    written = _FromTheStart(GroupPositions(settings, positions_group(settings, store.collection)))
+    record = GroupPositions(settings, positions_group(settings, store.collection))
+    # First of all, the collection holds nothing: a reindex that then records nothing more
+    # (an empty topic, killed before its first commit) leaves the new model's indexers to
+    # start every partition at its beginning, not to take the old model's offsets over.
+    record.record({(topic, p): low for p, (low, _) in ends.items()})
+    written = _FromTheStart(record)
     service, metrics = build_indexer_service(settings, encoder, group_id=group, positions=written)
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), name="reindex", daemon=True)

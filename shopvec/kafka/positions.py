@@ -15,7 +15,8 @@ collection holds costs reading, not encoding.
 
 A partition without an offset of its collection's, where the collection has offsets for other
 partitions, is one it holds nothing of (empty while the reindex ran, added since, or not
-reached by a reindex cut short): it starts at the beginning. A collection without any offsets
+reached by a reindex cut short): it starts at the beginning. A reindex records every
+partition's first offset before it reads anything, so a collection without any offsets
 predates them: its indexers take over the shared group's offsets (and record them), as before.
 
 Kafka drops the committed offsets of a group without members `offsets.retention.minutes`
@@ -135,6 +136,15 @@ class GroupPositions:
             self._known.update({k: o for k, o in out.items() if o >= 0})
         return out
 
+    def record(self, offsets: dict[Key, int]) -> None:
+        """Commits these offsets now, whatever was recorded before; raises KafkaException when
+        the broker does not take them."""
+        with self._calls:
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                asynchronous=False,
+            )
+
     def hold(self, partitions: Sequence[TopicPartition]) -> None:
         """Records these partitions as held, without reading where they start."""
         with self._lock:
@@ -220,27 +230,31 @@ class GroupPositions:
             self._flush()
 
     def _flush(self) -> None:
-        with self._lock:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
-        if not offsets:
-            return
-        try:
-            with self._calls:
+        # Taken, committed and booked holding the client, so that two commits (the background
+        # one and a revoke's) land in the order their offsets were taken: never an older last.
+        with self._calls:
+            with self._lock:
+                offsets = [TopicPartition(t, p, o) for (t, p), o in self._pending.items()]
+            if not offsets:
+                return
+            try:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
-        except (KafkaException, RuntimeError) as exc:
-            # Kept for the next try; until then a restart replays a little more.
-            if not self._failing:
-                log.warning("positions of %s not recorded (trying again): %s", self.group_id, exc)
-            self._failing = True
-            return
-        if self._failing:
-            log.info("positions of %s recorded again", self.group_id)
-            self._failing = False
-        with self._lock:
-            for tp in offsets:
-                key = (tp.topic, tp.partition)
-                if key not in self._held:
-                    continue
-                self._known[key] = tp.offset
-                if self._pending.get(key) == tp.offset:
-                    del self._pending[key]
+            except (KafkaException, RuntimeError) as exc:
+                # Kept for the next try; until then a restart replays a little more.
+                if not self._failing:
+                    log.warning(
+                        "positions of %s not recorded (trying again): %s", self.group_id, exc
+                    )
+                self._failing = True
+                return
+            if self._failing:
+                log.info("positions of %s recorded again", self.group_id)
+                self._failing = False
+            with self._lock:
+                for tp in offsets:
+                    key = (tp.topic, tp.partition)
+                    if key not in self._held:
+                        continue
+                    self._known[key] = tp.offset
+                    if self._pending.get(key) == tp.offset:
+                        del self._pending[key]

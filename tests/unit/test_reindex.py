@@ -32,6 +32,9 @@ class _Store:
         return self.collection if self.switched else "products__old"
 
 
+DEFAULT_ENDS = {0: (0, 5), 1: (10, 15)}
+
+
 class _Msg:
     def __init__(self, partition: int, offset: int) -> None:
         self._p, self._o = partition, offset
@@ -77,6 +80,9 @@ def _reindex(
             self.group, self.held, self.advanced = group, [], []
             records.append(self)
 
+        def record(self, offsets: Any) -> None:
+            self.recorded = dict(offsets)
+
         def hold(self, partitions: Any) -> None:
             self.held += partitions
 
@@ -87,7 +93,7 @@ def _reindex(
     monkeypatch.setattr(reindexing, "build_fusion", lambda s, e: None)
     monkeypatch.setattr(reindexing, "collection_spec", lambda s, e, f: None)
     monkeypatch.setattr(reindexing, "build_store", lambda s, spec: store)
-    monkeypatch.setattr(reindexing, "topic_ends", lambda s, t: ends or {0: (0, 5), 1: (10, 15)})
+    monkeypatch.setattr(reindexing, "topic_ends", lambda s, t: ends or DEFAULT_ENDS)
     monkeypatch.setattr(reindexing, "build_indexer_service", build)
     settings: Any = SimpleNamespace(
         topics=SimpleNamespace(products="shopvec.products"),
@@ -105,6 +111,10 @@ def _reindex(
     assert built["group"].startswith("shopvec-reindex-products__new-")
     (record,) = records
     assert record.group == "shopvec-indexer.products__new" and len(record.held) == 2
+    # Before anything else: the collection holds nothing of any partition.
+    assert record.recorded == {
+        ("shopvec.products", p): low for p, (low, _) in (ends or DEFAULT_ENDS).items()
+    }
     assert len(record.advanced) == len(written or {})
     return summary, store
 
