@@ -54,6 +54,12 @@ __all__ = ["AsyncSearchClient", "SearchClient", "SearchNotSent", "SearchTimeout"
 log = logging.getLogger(__name__)
 
 
+REQUEST_QUEUE_KB = 64 * 1024
+"""What a client's producer holds of requests the broker has not taken yet (librdkafka's
+default is 1 GiB: photo searches queued while the broker was away grew an HTTP server past its
+memory limit); a search beyond it fails at once (SearchNotSent)."""
+
+
 class SearchTimeout(TimeoutError):
     pass
 
@@ -89,7 +95,19 @@ class SearchClient:
         self._retiring: list[tuple[str, float]] = []
         """Replaced reply topics, with when they stopped being named in requests."""
         self.reply_topic = reply_topic or self._new_reply_topic()
-        self._producer = Producer(producer_config(settings, **{"linger.ms": 0}))
+        # A request older than the workers' age limit is dropped unanswered: no use keeping it
+        # queued longer while the broker is away, nor more than a bounded queue of them.
+        give_up_ms = int(1000 * max(timeout_s, settings.query.max_request_age_s))
+        self._producer = Producer(
+            producer_config(
+                settings,
+                **{
+                    "linger.ms": 0,
+                    "message.timeout.ms": give_up_ms,
+                    "queue.buffering.max.kbytes": REQUEST_QUEUE_KB,
+                },
+            )
+        )
         self._requests = RequestTopic(settings, listing(self._producer))
         self._consumer = Consumer(reply_reader_config(settings))
         self._assign()
@@ -360,12 +378,19 @@ class AsyncSearchClient:
         client = self._client
         timeout = timeout_s or client._timeout_s
         attempts = 1 + client._retries
-        for _ in range(attempts):
-            future = await asyncio.to_thread(client.send, request)
-            try:
-                return await asyncio.wait_for(asyncio.wrap_future(future), timeout / attempts)
-            except TimeoutError:
-                continue
+        # As SearchClient.request: one future, the request sent again under the same id.
+        waiting = asyncio.wrap_future(await asyncio.to_thread(client.send, request))
+        try:
+            for attempt in range(attempts):
+                if attempt:
+                    await asyncio.to_thread(client._send, request)
+                done, _ = await asyncio.wait({waiting}, timeout=timeout / attempts)
+                if done:
+                    return waiting.result()
+        finally:
+            if not waiting.done():
+                waiting.cancel()
+            client.forget(request.request_id)
         raise SearchTimeout(f"no reply to {request.request_id} within {timeout}s")
 
     def build_request(self, text: str | None = None, **fields: Any) -> SearchRequest:

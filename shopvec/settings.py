@@ -428,12 +428,6 @@ class HttpSettings(BaseModel):
         description="the request bodies in progress together; one that would pass it gets 503 "
         "at once (a search with a photo holds several times its body while it waits)",
     )
-    max_connections: int = Field(
-        default=1000,
-        ge=1,
-        description="connections and requests at once; more are answered 503 (uvicorn's "
-        "limit_concurrency)",
-    )
 
 
 class StackSettings(BaseModel):

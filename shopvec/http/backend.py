@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 _PRODUCT_FIELDS = ["id", "version", "title", "brand", "price", "in_stock", "doc", "deleted"]
 
 
+MAX_LOOKUPS_WAITING = 64
+"""Product lookups running or queued for Milvus at once; more are answered 503 at once, so that
+a slow Milvus cannot pile up requests without bound."""
+
+
 class BackendUnavailable(RuntimeError):
     """Kafka or Milvus did not answer: the client may try again (503)."""
 
@@ -70,6 +75,8 @@ class KafkaBackend:
         # Threads of their own for Milvus's lookups, which wait up to its timeout while it is
         # slow: in the default pool they held up every route's sends.
         self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http-milvus")
+        self._looking_up = 0
+        """Lookups waiting or running (the event loop's count: no lock)."""
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -173,8 +180,14 @@ class KafkaBackend:
             raise BackendUnavailable("the broker did not acknowledge the event in time") from None
 
     async def product(self, product_id: str) -> ProductView | None:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._lookups, self._product, product_id)
+        if self._looking_up >= MAX_LOOKUPS_WAITING:
+            raise BackendUnavailable("too many product lookups wait for Milvus; try again")
+        self._looking_up += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._lookups, self._product, product_id)
+        finally:
+            self._looking_up -= 1
 
     def _product(self, product_id: str) -> ProductView | None:
         from shopvec.runtime import milvus_client

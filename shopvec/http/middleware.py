@@ -40,8 +40,8 @@ class BodyLimit:
     """Refuses a request body over `max_bytes` with 413, by its Content-Length when it gives
     one and by counting otherwise; the body is read here (at most max_bytes) and handed on.
 
-    And the bodies of all requests in progress together to `in_flight_bytes`: a request that
-    would pass it is answered 503 with Retry-After before its body is read. A search with a
+    And the bodies of all requests in progress together to `in_flight_bytes`: a request whose
+    body would pass it is answered 503 with Retry-After as soon as it would. A search with a
     photo holds several times its body while it waits for its reply (parsed, decoded,
     re-encoded for the broker), and nothing else bounded how many came at once."""
 
@@ -68,10 +68,8 @@ class BodyLimit:
             if size > self.max_bytes:
                 await self._too_large(scope, send)
                 return
-            if not self._reserve(size):
-                await self._busy(scope, send)
-                return
-            reserved = size
+        # Taken as the bytes arrive, not as declared: connections that declare a body and send
+        # nothing hold none of the budget.
         try:
             chunks: list[bytes] = []
             total = 0

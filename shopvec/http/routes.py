@@ -29,9 +29,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in {
         400: "the query workers refused the search (the reason is in error.message)",
-        413: "the body is larger than SHOPVEC_HTTP__MAX_BODY_BYTES",
+        413: "the body is larger than SHOPVEC_HTTP__MAX_BODY_BYTES, or the search too large "
+        "for the broker",
         422: "the body does not match the contract",
-        503: "Kafka or Milvus did not answer; try again",
+        503: "Kafka or Milvus did not answer, or too much is in progress; try again",
         504: "no reply within SHOPVEC_HTTP__TIMEOUT_S",
     }.items()
 }

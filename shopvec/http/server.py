@@ -26,7 +26,6 @@ def serve(settings: Settings) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=max(1, int(h.timeout_s)),
-        limit_concurrency=h.max_connections,
         server_header=False,
     )
     server = uvicorn.Server(config)

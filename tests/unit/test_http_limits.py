@@ -93,3 +93,26 @@ def test_two_searches_cannot_wait_under_one_id() -> None:
         client.expect("r1")
     client.forget("r1")
     client.expect("r1")
+
+
+def test_the_async_client_sends_again_under_the_same_id_and_gets_the_reply() -> None:
+    """Its retry sent the request again through `send`, whose duplicate-id check refused it."""
+    from schemas.search import SearchReply, SearchRequest
+    from shopvec.client import AsyncSearchClient
+
+    client = _client()
+    client._timeout_s, client._retries = 0.2, 1
+    sends: list[str] = []
+
+    def send_again(request: SearchRequest) -> None:
+        sends.append(request.request_id)
+        future = client._pending[request.request_id]
+        future.set_result(SearchReply(request_id=request.request_id))
+
+    client._send = send_again  # type: ignore[method-assign]
+    # The first send gets no reply.
+    client.send = lambda request: client.expect(request.request_id)  # type: ignore[method-assign]
+    wrapper = object.__new__(AsyncSearchClient)
+    wrapper._client = client
+    reply = asyncio.run(wrapper.request(SearchRequest(request_id="r9", text="red dress")))
+    assert reply.request_id == "r9" and sends == ["r9"] and client.waiting == 0
