@@ -73,6 +73,12 @@ class SearchNotSent(ConnectionError):
         self.too_large = too_large
 
 
+def _not_sent(error: KafkaError, what: str) -> SearchNotSent:
+    return SearchNotSent(
+        f"{what}: {error.str()}", too_large=error.code() == KafkaError.MSG_SIZE_TOO_LARGE
+    )
+
+
 class SearchClient:
     def __init__(
         self,
@@ -246,9 +252,7 @@ class SearchClient:
         try:
             self._producer.produce(topic, **kwargs)
         except KafkaException as exc:
-            error = exc.args[0]
-            too_large = error.code() == KafkaError.MSG_SIZE_TOO_LARGE
-            raise SearchNotSent(f"not sent: {error.str()}", too_large=too_large) from exc
+            raise _not_sent(exc.args[0], "not sent") from exc
         except BufferError as exc:
             raise SearchNotSent(f"not sent: {exc}") from exc
 
@@ -263,13 +267,8 @@ class SearchClient:
         with self._lock:
             future = self._pending.pop(request_id, None)
         if future is not None:
-            too_large = err.code() == KafkaError.MSG_SIZE_TOO_LARGE
             with contextlib.suppress(InvalidStateError):
-                future.set_exception(
-                    SearchNotSent(
-                        f"the broker did not take the search: {err.str()}", too_large=too_large
-                    )
-                )
+                future.set_exception(_not_sent(err, "the broker did not take the search"))
 
     def request(
         self, request: SearchRequest, timeout_s: float | None = None, retries: int | None = None

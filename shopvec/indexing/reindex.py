@@ -55,7 +55,11 @@ def topic_ends(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
 
 def topic_size(settings: Settings, topic: str) -> int:
     """Messages currently in the topic, from the partitions' watermarks."""
-    return sum(max(0, high - low) for low, high in topic_ends(settings, topic).values())
+    return _size(topic_ends(settings, topic))
+
+
+def _size(ends: dict[int, tuple[int, int]]) -> int:
+    return sum(max(0, high - low) for low, high in ends.values())
 
 
 class _FromTheStart:
@@ -116,7 +120,7 @@ def reindex(
     store.ensure()
     topic = settings.topics.products
     ends = topic_ends(settings, topic)
-    total = sum(max(0, high - low) for low, high in ends.values())
+    total = _size(ends)
     # A group of its own shares the partitions out; the collection's positions group, which
     # no consumer joins (so Kafka keeps each of its offsets for a retention period from its
     # commit), records how far the reindex has written.

@@ -211,11 +211,7 @@ class GroupPositions:
         finally:
             shared.close()
         if found:
-            with self._calls:
-                self._consumer.commit(
-                    offsets=[TopicPartition(t, p, o) for (t, p), o in found.items()],
-                    asynchronous=False,
-                )
+            self.record(found)
             log.info("%s takes over the offsets of %s", self.group_id, self._shared_group)
         return found
 
