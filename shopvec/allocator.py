@@ -12,7 +12,13 @@ reaches when the memory is kept (docs/benchmarks.md#memory-kept-between-batches)
 `keep_freed_memory(mb)` makes every thread allocate from the main arena (whose heap grows
 without that limit), serves allocations under `mb` MiB from it, and keeps up to `mb` MiB of
 freed memory at its top instead of giving it back. A process's resident memory then stays
-near its peak, which a worker reaches on its first batches anyway.
+near its peak, which a worker reaches on its first batches anyway. The trim threshold alone
+does not keep it: once the free memory at the top passes the threshold, glibc gives back all
+of it but its top pad (128 KiB by default), so the pad is raised to `mb` as well. With the
+threshold alone, the indexer's heap (1.1 to 1.3 GB in the ingest benchmark) was cut back by
+hundreds of megabytes to gigabytes one to three times a run, and its encoder threads faulted
+it in again: 80 to 500 page faults a product against 46 to 143 in the raw measurements
+(docs/benchmarks.md#the-heap-given-back-whole).
 
 Call it first thing, before the process starts threads, and before importing what starts
 them: numpy starts OpenBLAS's threads as it is imported, pyarrow (under pymilvus) jemalloc's. A
@@ -37,12 +43,13 @@ log = logging.getLogger(__name__)
 
 # mallopt(3) parameters, from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 
 def keep_freed_memory(mb: int) -> bool:
-    """True when glibc took all three settings; mb <= 0 leaves malloc as it is."""
+    """True when glibc took all four settings; mb <= 0 leaves malloc as it is."""
     if mb <= 0:
         return False
     try:
@@ -56,6 +63,9 @@ def keep_freed_memory(mb: int) -> bool:
         mallopt(_M_ARENA_MAX, 1),
         mallopt(_M_MMAP_THRESHOLD, size),
         mallopt(_M_TRIM_THRESHOLD, size),
+        # What a trim leaves at the top; it is also added to each growth of the heap, which
+        # reserves address space only: pages become resident when they are first written.
+        mallopt(_M_TOP_PAD, size),
     ]
     if not all(ok == 1 for ok in taken):
         log.info("mallopt refused a setting (%s); malloc partly as it was", taken)

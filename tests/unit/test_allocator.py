@@ -44,9 +44,28 @@ _ROUNDS = textwrap.dedent(
 )
 
 
-def _faults(keep_mb: int) -> int:
+# Frees more than it keeps (two 40 MiB blocks, each under the bound, so from the heap: the
+# top of the heap passes the trim threshold), then allocates 40 MiB again: its page faults tell
+# whether glibc gave back all the freed memory or kept the bound.
+_PAST_THE_BOUND = textwrap.dedent(
+    """
+    import resource, sys
+    import numpy as np
+    from shopvec.allocator import keep_freed_memory
+
+    keep_freed_memory(int(sys.argv[1]))
+    first, second = np.ones(10 << 20, dtype=np.float32), np.ones(10 << 20, dtype=np.float32)
+    del first, second
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    again = np.ones(10 << 20, dtype=np.float32)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    """
+)
+
+
+def _faults(keep_mb: int, code: str = _ROUNDS) -> int:
     out = subprocess.run(
-        [sys.executable, "-c", _ROUNDS, str(keep_mb)],
+        [sys.executable, "-c", code, str(keep_mb)],
         capture_output=True,
         text=True,
         check=True,
@@ -71,6 +90,13 @@ def test_a_thread_reuses_what_it_freed():
     # 2 MiB (transparent huge) pages, 32,768 with 4 KiB ones. Kept, the pages are there.
     assert _faults(0) >= 128
     assert _faults(1024) < 16
+
+
+@glibc
+def test_freeing_past_the_bound_keeps_the_bound():
+    # 40 MiB faulted in anew: at least 20 faults with 2 MiB pages, 10,240 with 4 KiB ones.
+    assert _faults(0, _PAST_THE_BOUND) >= 20
+    assert _faults(64, _PAST_THE_BOUND) < 16
 
 
 def test_default_keeps_a_gigabyte():
