@@ -67,7 +67,7 @@ class QueryMetrics:
         self.unacknowledged = Counter(
             "shopvec_query_replies_unacknowledged",
             "Replies the broker had not acknowledged when their requests grew too old to "
-            "answer: their batches went on without them",
+            "answer or their reply topics were found deleted: their batches went on without them",
             registry=r,
         )
         self.latency_seconds = Histogram(

@@ -8,7 +8,7 @@ import fnmatch
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from confluent_kafka import KafkaException, Producer
 
@@ -20,15 +20,11 @@ _LEGAL = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 def topic_exists(producer: Producer, timeout_s: float = 5.0) -> Callable[[str], bool]:
-    """Asks the broker about one topic. Producers run with allow.auto.create.topics off, so
-    asking creates nothing."""
+    """Asks the broker about one topic; raises KafkaException when it cannot tell (the broker
+    away). Producers run with allow.auto.create.topics off, so asking creates nothing."""
 
     def exists(topic: str) -> bool:
-        try:
-            meta = producer.list_topics(topic, timeout=timeout_s)
-        except KafkaException as exc:
-            log.warning("could not look up topic %s: %s", topic, exc)
-            return False
+        meta = producer.list_topics(topic, timeout=timeout_s)
         found = meta.topics.get(topic)
         return found is not None and found.error is None and bool(found.partitions)
 
@@ -38,7 +34,8 @@ def topic_exists(producer: Producer, timeout_s: float = 5.0) -> Callable[[str], 
 class TopicGuard:
     """patterns: shell-style (fnmatch, case-sensitive), e.g. "shopvec.search.replies.*".
     A topic found to exist is remembered for known_ttl_s; one that was not is asked about
-    again next time (a client creates its reply topic just before its first request)."""
+    again next time (a client creates its reply topic just before its first request).
+    exists raises KafkaException when it cannot tell."""
 
     def __init__(
         self,
@@ -68,9 +65,23 @@ class TopicGuard:
         now = time.monotonic()
         if self._known.get(topic, 0.0) > now:
             return None
-        if not self._exists(topic):
+        try:
+            found = self._exists(topic)
+        except KafkaException as exc:
+            log.warning("could not look up topic %s: %s", topic, exc)
+            return f"reply topic {topic!r} could not be looked up: {exc}"
+        if not found:
             return f"reply topic {topic!r} does not exist; the client creates its reply topic"
         if len(self._known) > 10_000:
             self._known = {t: at for t, at in self._known.items() if at > now}
         self._known[topic] = now + self._ttl
         return None
+
+    def gone(self, topics: Iterable[str]) -> set[str]:
+        """Which of topics the broker says it no longer has, each asked about afresh; those
+        are forgotten, so a reply that names one again is refused at once. Raises
+        KafkaException when the broker cannot be asked."""
+        missing = {t for t in topics if not self._exists(t)}
+        for topic in missing:
+            self._known.pop(topic, None)
+        return missing

@@ -19,6 +19,7 @@ takes the next.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -53,6 +54,14 @@ from shopvec.search.service import SearchService
 __all__ = ["QueryWorker", "header"]
 
 log = logging.getLogger(__name__)
+
+GONE_CHECK_S = 1.0
+"""How long replies wait unacknowledged before the worker asks whether their topics still
+exist, and how often it asks."""
+GONE_RETRY_S = 30.0
+"""When the broker could not be asked, how long until the next time."""
+MAX_TOPICS_CHECKED = 32
+"""The most reply topics asked about at once (one metadata request each); the rest next time."""
 
 
 def header(msg: Message, name: str) -> str | None:
@@ -93,37 +102,48 @@ Incoming = SearchRequest | _Invalid | _Expired
 
 
 class _Replies:
-    """A batch's replies the broker has yet to acknowledge; the batch is finished at none, or
-    at its deadline: once its requests are too old to answer, a reply still unacknowledged is
-    no use to its asker (who gave up), and a replay would drop the request as expired anyway.
-    Waiting longer would hold every later batch's offsets behind it, and with them the worker
-    (a reply topic deleted after the request named it is acknowledged only when the producer's
-    own timeout, minutes by default, runs out)."""
+    """A batch's replies the broker has yet to acknowledge; the batch is finished at none, when
+    every topic its waiting replies go to is found deleted, or at its deadline: once its
+    requests are too old to answer, a reply still unacknowledged is no use to its asker (who
+    gave up), and a replay would drop the request as expired anyway. Waiting longer would hold
+    every later batch's offsets behind it, and with them the worker (a reply topic deleted
+    after the request named it is acknowledged only when the producer's own timeout runs
+    out)."""
 
-    __slots__ = ("batch", "deadline", "finished", "sealed", "waiting")
+    __slots__ = ("batch", "deadline", "finished", "pending", "sealed", "sealed_at", "waiting")
 
     def __init__(self, batch: Batch[Incoming], deadline: float) -> None:
         self.batch = batch
         self.deadline = deadline
         self.waiting = 0
+        self.pending: collections.Counter[str] = collections.Counter()
+        """Unacknowledged replies by topic."""
         self.sealed = False
+        self.sealed_at = 0.0
         self.finished = False
+
+    def sent(self, topic: str) -> None:
+        self.waiting += 1
+        self.pending[topic] += 1
 
     def delivered(self, err: KafkaError | None, msg: Message) -> None:
         self.waiting -= 1
+        topic = msg.topic() or ""
+        self.pending[topic] -= 1
+        if self.pending[topic] <= 0:
+            del self.pending[topic]
         if err is not None:
-            log.warning("reply to %s not delivered: %s", msg.topic(), err)
+            log.warning("reply to %s not delivered: %s", topic, err)
         self._maybe_finish()
 
     def seal(self) -> None:
         self.sealed = True
+        self.sealed_at = time.monotonic()
         self._maybe_finish()
 
-    def give_up(self) -> None:
+    def give_up(self, why: str) -> None:
         log.warning(
-            "%d replies unacknowledged after their requests grew too old to answer; "
-            "the batch goes on without them",
-            self.waiting,
+            "%d replies unacknowledged %s; the batch goes on without them", self.waiting, why
         )
         self.finished = True
         self.batch.finish()
@@ -153,6 +173,7 @@ class QueryWorker:
         self._max_age_ms = max_request_age_s * 1000
         self._unacknowledged: deque[_Replies] = deque()
         """Sealed batches with replies still unacknowledged, oldest first."""
+        self._next_gone_check = 0.0
 
     # -- the runtime's handler ----------------------------------------------------------------
 
@@ -229,7 +250,38 @@ class QueryWorker:
             replies = self._unacknowledged.popleft()
             if not replies.finished:
                 self._metrics.unacknowledged.inc(replies.waiting)
-                replies.give_up()
+                replies.give_up("after their requests grew too old to answer")
+        if now >= self._next_gone_check:
+            self._next_gone_check = now + GONE_CHECK_S
+            self._give_up_on_deleted_topics(now)
+
+    def _give_up_on_deleted_topics(self, now: float) -> None:
+        """A batch whose waiting replies all go to topics deleted since (a client that closed
+        with searches in flight deletes its reply topic) goes on without them: they would be
+        acknowledged only when the producer's timeout ran out, and every later batch, at 64 the
+        worker, would wait that long behind them. Asked about once a replies have waited
+        GONE_CHECK_S, at most once every GONE_CHECK_S."""
+        stuck = [
+            r
+            for r in self._unacknowledged
+            if not r.finished and r.pending and now - r.sealed_at >= GONE_CHECK_S
+        ]
+        if not stuck:
+            return
+        # The oldest batches' topics first, as many as are asked about at once.
+        topics = list(dict.fromkeys(t for r in stuck for t in r.pending))[:MAX_TOPICS_CHECKED]
+        try:
+            gone = self._reply_topics.gone(topics)
+        except KafkaException as exc:
+            # The broker away: its acknowledgements are late, not lost. Asked again later.
+            log.warning("could not look up reply topics: %s", exc)
+            self._next_gone_check = now + GONE_RETRY_S
+            return
+        for replies in stuck:
+            if gone.issuperset(replies.pending):
+                self._metrics.unacknowledged.inc(replies.waiting)
+                topics_gone = ", ".join(sorted(replies.pending))
+                replies.give_up(f"to reply topics deleted since ({topics_gone})")
 
     def close(self) -> None:
         self._producer.flush(10)
@@ -288,5 +340,5 @@ class QueryWorker:
             # The asker's timeout and retry cover it; the worker and the batch go on.
             log.warning("reply to %s not sent: %s", topic, exc)
             return False
-        replies.waiting += 1
+        replies.sent(topic)
         return True

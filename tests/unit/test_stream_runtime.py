@@ -12,7 +12,15 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import pytest
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client import CollectorRegistry
 from pymilvus.exceptions import DataNotMatchException
 
@@ -26,6 +34,7 @@ from shopvec.kafka.loop import Retrier
 from shopvec.kafka.stream import StreamRuntime
 from shopvec.kafka.topics import TopicGuard
 from shopvec.metrics import QueryMetrics
+from shopvec.search import worker as worker_module
 from shopvec.search.service import SearchService
 from shopvec.search.worker import QueryWorker
 from tests.unit.kafka_fakes import FakeConsumer, FakeMessage, FakeProducer
@@ -430,13 +439,15 @@ EXISTING = {"replies", "replies.mine", "shopvec.products", DEAD}
 
 
 def _query(
-    max_request_age_s: float = 30.0, metrics: QueryMetrics | None = None
+    max_request_age_s: float = 30.0,
+    metrics: QueryMetrics | None = None,
+    exists: Callable[[str], bool] = EXISTING.__contains__,
 ) -> tuple[StreamRuntime[Any], FakeConsumer, FakeProducer]:
     producer = FakeProducer()
     worker = QueryWorker(
         producer=cast(Producer, producer),
         default_reply_topic="replies",
-        reply_topics=TopicGuard(["replies", "replies.*"], EXISTING.__contains__),
+        reply_topics=TopicGuard(["replies", "replies.*"], exists),
         service=cast(SearchService, EchoService()),
         metrics=metrics or QueryMetrics(),
         max_request_age_s=max_request_age_s,
@@ -492,6 +503,78 @@ def test_a_reply_never_acknowledged_holds_the_worker_up_only_until_its_request_i
     producer.acknowledge(1)  # late: changes nothing
     runtime.turn()
     assert consumer.stored == [0, 1]
+
+
+def test_a_batch_goes_on_once_its_waiting_replies_topics_are_found_deleted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that closes with searches in flight deletes its reply topic: their replies
+    would be acknowledged only when the producer gives up, and the worker would wait the
+    request age limit at 64 batches. Once they have waited GONE_CHECK_S, the worker asks the
+    broker; a batch whose waiting replies all go to deleted topics goes on at once."""
+    monkeypatch.setattr(worker_module, "GONE_CHECK_S", 0.05)
+    topics = set(EXISTING)
+    metrics = QueryMetrics()
+    runtime, consumer, producer = _query(metrics=metrics, exists=topics.__contains__)
+    runtime.process([_request(0), _request(1, reply_topic="replies")])
+    runtime.process([_request(2, reply_topic="replies")])
+    producer.acknowledge(1, first=1)  # the first batch's reply to "replies"
+    time.sleep(0.06)
+    runtime.turn()
+    runtime.turn()
+    assert consumer.stored == []  # replies.mine still exists: late, not lost
+
+    topics.discard("replies.mine")
+    time.sleep(0.06)
+    runtime.turn()
+    assert consumer.stored == [0, 1]  # the second batch's reply to "replies" still waits
+    producer.acknowledge(1, first=1)
+    runtime.turn()
+    assert consumer.stored == [0, 1, 2]
+    assert metrics.registry.get_sample_value("shopvec_query_replies_unacknowledged_total") == 1
+
+    # The guard forgot the topic: a search naming it now is refused, not answered into it.
+    runtime.process([_request(3)])
+    producer.flush()
+    runtime.turn()
+    assert [d.error_kind for d in _dead_letters(producer)] == ["forbidden_reply_topic"]
+
+
+def test_a_broker_that_cannot_be_asked_gives_up_on_no_reply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker_module, "GONE_CHECK_S", 0.05)
+    asked: list[str] = []
+
+    def away(topic: str) -> bool:
+        asked.append(topic)
+        if len(asked) > 1:  # the first lookup is the guard's, before the reply is produced
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+        return True
+
+    runtime, consumer, producer = _query(exists=away)
+    runtime.process([_request(0)])
+    for _ in range(3):
+        time.sleep(0.06)
+        runtime.turn()
+    assert consumer.stored == [] and len(asked) == 2  # asked once, then not for GONE_RETRY_S
+    producer.acknowledge(1)
+    runtime.turn()
+    assert consumer.stored == [0]
+
+
+def test_a_reply_topic_that_cannot_be_looked_up_is_refused_with_that_reason() -> None:
+    def away(topic: str) -> bool:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    runtime, consumer, producer = _query(exists=away)
+    runtime.process([_request(0)])
+    producer.flush()
+    runtime.turn()
+    dead = _dead_letters(producer)
+    assert [d.error_kind for d in dead] == ["forbidden_reply_topic"]
+    assert "could not be looked up" in dead[0].error_message
+    assert consumer.stored == [0]
 
 
 def test_a_failed_reply_does_not_hold_the_offsets_back() -> None:
