@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from schemas._base import Contract
 from schemas.product import MAX_INLINE_IMAGE_BYTES, ProductId
@@ -133,7 +133,15 @@ class SearchRequest(Contract):
         return "image2image" if self.has_image else "text2product"
 
 
+_FINITE = ConfigDict(**Contract.model_config, allow_inf_nan=False)
+"""A reply's numbers are finite: NaN or an infinity has no JSON of its own (it is written as
+null, or as a bare NaN no strict reader takes), and a reply that carries one fails the contract
+where it is made, or where it is read, rather than in an answer to a caller."""
+
+
 class SearchResult(Contract):
+    model_config = _FINITE
+
     product_id: str
     score: float
     rank: int = Field(ge=1)
@@ -157,6 +165,8 @@ class SearchError(Contract):
 
 
 class SearchReply(Contract):
+    model_config = _FINITE
+
     schema_version: Literal[1] = 1
     request_id: str
     scenario: Scenario | None = None

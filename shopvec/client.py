@@ -41,15 +41,24 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from pydantic import ValidationError
 
 from schemas.search import SearchFilters, SearchReply, SearchRequest
 from schemas.wire import HEADER_CONTENT_TYPE, HEADER_CORRELATION_ID, HEADER_REPLY_TOPIC
 from shopvec.kafka.admin import create_topic, delete_topics
 from shopvec.kafka.config import producer_config, reply_reader_config
+from shopvec.kafka.dead_letters import readable_validation_error
 from shopvec.kafka.generations import RequestTopic, listing
+from shopvec.kafka.loop import header
 from shopvec.settings import Settings
 
-__all__ = ["AsyncSearchClient", "SearchClient", "SearchNotSent", "SearchTimeout"]
+__all__ = [
+    "AsyncSearchClient",
+    "SearchClient",
+    "SearchNotSent",
+    "SearchReplyInvalid",
+    "SearchTimeout",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +82,21 @@ class SearchNotSent(ConnectionError):
         self.too_large = too_large
 
 
+class SearchReplyInvalid(ValueError):
+    """A reply came under the search's correlation id that does not match the reply contract
+    (a query worker of another version, a broken one, or something else writing into the reply
+    topic): the search fails at once with the reason rather than waiting out its timeout."""
+
+
 def _not_sent(error: KafkaError, what: str) -> SearchNotSent:
     return SearchNotSent(
         f"{what}: {error.str()}", too_large=error.code() == KafkaError.MSG_SIZE_TOO_LARGE
     )
+
+
+def _reason(exc: ValueError) -> str:
+    why = readable_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+    return f"the reply does not match the contract: {why}"[:500]
 
 
 class SearchClient:
@@ -150,15 +170,34 @@ class SearchClient:
                     self._rotate()
             try:
                 reply = SearchReply.from_bytes(msg.value() or b"")
-            except ValueError:
+            except ValueError as exc:
                 log.warning("unreadable reply on %s@%s", msg.partition(), msg.offset())
+                self._answer(
+                    header(msg, HEADER_CORRELATION_ID), exc=SearchReplyInvalid(_reason(exc))
+                )
                 continue
-            with self._lock:
-                future = self._pending.pop(reply.request_id, None)
-            if future is not None:
-                # An asyncio caller that timed out may have cancelled it meanwhile.
-                with contextlib.suppress(InvalidStateError):
-                    future.set_result(reply)
+            self._answer(reply.request_id, reply=reply)
+
+    def _answer(
+        self,
+        request_id: str | None,
+        *,
+        reply: SearchReply | None = None,
+        exc: BaseException | None = None,
+    ) -> None:
+        """Resolves the future waiting under request_id, if any, with the reply or the error."""
+        if request_id is None:
+            return
+        with self._lock:
+            future = self._pending.pop(request_id, None)
+        if future is None:
+            return
+        # An asyncio caller that timed out may have cancelled it meanwhile.
+        with contextlib.suppress(InvalidStateError):
+            if reply is not None:
+                future.set_result(reply)
+            else:
+                future.set_exception(exc or SearchReplyInvalid("no reply"))
 
     def _rotate(self) -> None:
         """From now on requests name a new reply topic; the current one retires."""

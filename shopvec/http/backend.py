@@ -18,12 +18,19 @@ from typing import Any, Protocol
 from schemas.search import SearchReply, SearchRequest
 from schemas.user_event import UserEvent
 from schemas.wire import HEADER_CONTENT_TYPE, HEADER_SCHEMA_VERSION
-from shopvec.client import SearchNotSent
+from shopvec.client import SearchNotSent, SearchReplyInvalid
 from shopvec.http.contract import ProductView
 from shopvec.search.service import product_fields
 from shopvec.settings import Settings
 
-__all__ = ["Backend", "BackendUnavailable", "KafkaBackend", "RequestTooLarge", "product_view"]
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "BadReply",
+    "KafkaBackend",
+    "RequestTooLarge",
+    "product_view",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,10 @@ class BackendUnavailable(RuntimeError):
 
 class RequestTooLarge(ValueError):
     """The broker refused the search for its size: trying again cannot help (413)."""
+
+
+class BadReply(RuntimeError):
+    """The query workers answered with a reply that does not match the contract (502)."""
 
 
 class Backend(Protocol):
@@ -143,6 +154,8 @@ class KafkaBackend:
             if exc.too_large:
                 raise RequestTooLarge(f"the search is too large for the broker: {exc}") from exc
             raise BackendUnavailable(f"could not send the search: {exc}") from exc
+        except SearchReplyInvalid as exc:
+            raise BadReply(str(exc)) from exc
         return reply
 
     async def record(self, event: UserEvent) -> None:

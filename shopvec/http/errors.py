@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.search import SearchError
-from shopvec.http.backend import BackendUnavailable, RequestTooLarge
+from shopvec.http.backend import BackendUnavailable, BadReply, RequestTooLarge
 
 __all__ = ["error_body", "error_response", "install_error_handlers", "readable", "status_for"]
 
@@ -74,6 +74,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestTooLarge)
     async def too_large(request: Request, exc: RequestTooLarge) -> JSONResponse:
         return error_response(413, "invalid_request", str(exc))
+
+    @app.exception_handler(BadReply)
+    async def bad_reply(request: Request, exc: BadReply) -> JSONResponse:
+        log.error("a query worker's reply failed the contract: %s", exc)
+        return error_response(502, "internal", str(exc))
 
     @app.exception_handler(BackendUnavailable)
     async def unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from shopvec.errors import is_transient
 from shopvec.kafka.health import Health
 
-__all__ = ["Retrier", "next_batch", "store_offsets"]
+__all__ = ["Retrier", "header", "next_batch", "store_offsets"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,16 @@ def next_batch(
         if not pending:
             break
     return batch
+
+
+def header(msg: Message, name: str) -> str | None:
+    """A message's header by name, as text (bytes that are not UTF-8 replaced); None if absent."""
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    for key, value in pairs:
+        if key == name and value is not None:
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return None
 
 
 def store_offsets(consumer: Consumer, messages: list[Message]) -> None:

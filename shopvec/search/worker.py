@@ -47,11 +47,12 @@ from schemas.wire import (
 )
 from shopvec.kafka.batch import Batch
 from shopvec.kafka.dead_letters import classify_validation_error, readable_validation_error
+from shopvec.kafka.loop import header
 from shopvec.kafka.topics import TopicGuard
 from shopvec.metrics import QueryMetrics
 from shopvec.search.service import SearchService
 
-__all__ = ["QueryWorker", "header"]
+__all__ = ["QueryWorker"]
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +63,6 @@ GONE_RETRY_S = 30.0
 """When the broker could not be asked, how long until the next time."""
 MAX_TOPICS_CHECKED = 32
 """The most reply topics asked about at once (one metadata request each); the rest next time."""
-
-
-def header(msg: Message, name: str) -> str | None:
-    raw = msg.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    for key, value in pairs:
-        if key == name and value is not None:
-            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-    return None
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

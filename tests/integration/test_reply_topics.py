@@ -1,19 +1,25 @@
 """A search client's own reply topic is replaced after a number of replies and the old one
 deleted once no search can still be answered on it; searches in flight across the change get
-their replies. The test answers the requests itself, as a query worker would."""
+their replies; a reply that fails the contract fails its search at once. The tests answer the
+requests themselves, as a query worker would."""
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
+from fastapi.testclient import TestClient
 
 from schemas.search import SearchReply, SearchRequest
-from shopvec.client import SearchClient
+from schemas.wire import HEADER_CORRELATION_ID
+from shopvec.client import SearchClient, SearchReplyInvalid
+from shopvec.http import KafkaBackend, create_app
 from shopvec.kafka.config import admin_config, consumer_config, producer_config
 from shopvec.settings import Settings
 
@@ -93,3 +99,57 @@ def test_searches_in_flight_across_a_change_get_their_replies(answered) -> None:
         more = [client.send(client.build_request(f"r{i}")) for i in range(8)]
         assert all(f.result(30).error is None for f in more)
         assert set(seen[8:]) <= {changed, client.reply_topic}
+
+
+@pytest.fixture
+def broken_replies(settings: Settings) -> Iterator[Settings]:
+    """A responder in the query workers' place whose replies carry NaN for a score: a broken
+    worker's, which no strict reader takes."""
+    stop, assigned = threading.Event(), threading.Event()
+    consumer = Consumer(consumer_config(settings, f"broken-{uuid.uuid4().hex}"))
+    consumer.subscribe([settings.topics.search_requests])
+    producer = Producer(producer_config(settings, **{"linger.ms": 0}))
+
+    def respond() -> None:
+        while not stop.is_set():
+            msg = consumer.poll(0.1)
+            if consumer.assignment():
+                assigned.set()
+            if msg is None or msg.error() is not None:
+                continue
+            request = SearchRequest.from_bytes(msg.value() or b"")
+            assert request.reply_topic is not None
+            body = {"request_id": request.request_id, "results": [{"product_id": "a", "rank": 1}]}
+            raw = json.dumps(body).replace('"rank"', '"score": NaN, "rank"').encode()
+            producer.produce(
+                request.reply_topic,
+                raw,
+                key=request.request_id.encode(),
+                headers=[(HEADER_CORRELATION_ID, request.request_id.encode())],
+            )
+            producer.flush(5)
+
+    thread = threading.Thread(target=respond, daemon=True)
+    thread.start()
+    try:
+        assert assigned.wait(30), "the responder was given no partitions"
+        yield settings
+    finally:
+        stop.set()
+        thread.join(10)
+        consumer.close()
+
+
+def test_a_reply_that_fails_the_contract_fails_its_search_at_once(broken_replies) -> None:
+    s = broken_replies
+    with SearchClient(s, timeout_s=30) as client:
+        started = time.monotonic()
+        with pytest.raises(SearchReplyInvalid, match="score"):
+            client.search("red dress")
+        assert time.monotonic() - started < 10  # not the timeout
+        assert client.waiting == 0
+    # Through the HTTP API: 502 with the reason, not a wait for its timeout.
+    with TestClient(create_app(s, KafkaBackend(s)), raise_server_exceptions=False) as http:
+        response = http.post("/v1/search", json={"text": "red dress"})
+    assert response.status_code == 502, response.text
+    assert "does not match the contract" in response.json()["error"]["message"]
