@@ -20,6 +20,9 @@ hundreds of megabytes to gigabytes one to three times a run, and its encoder thr
 it in again: 80 to 500 page faults a product against 46 to 143 in the raw measurements
 (docs/benchmarks.md#the-heap-given-back-whole).
 
+A thread that allocated before the call keeps a heap of its own, which with a pad this large
+is never given back once empty (glibc's heaps hold at most 64 MiB).
+
 Call it first thing, before the process starts threads, and before importing what starts
 them: numpy starts OpenBLAS's threads as it is imported, pyarrow (under pymilvus) jemalloc's. A
 thread that allocated before the call keeps an arena of its own, and with more arenas than the
@@ -63,8 +66,9 @@ def keep_freed_memory(mb: int) -> bool:
         mallopt(_M_ARENA_MAX, 1),
         mallopt(_M_MMAP_THRESHOLD, size),
         mallopt(_M_TRIM_THRESHOLD, size),
-        # What a trim leaves at the top; it is also added to each growth of the heap, which
-        # reserves address space only: pages become resident when they are first written.
+        # What a trim leaves at the top. It is also added to each growth of the heap: address
+        # space, resident only once written, but counted where the kernel counts commitments
+        # (vm.overcommit_memory=2, a data-size rlimit): set a smaller bound, or 0, there.
         mallopt(_M_TOP_PAD, size),
     ]
     if not all(ok == 1 for ok in taken):

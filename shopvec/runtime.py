@@ -382,7 +382,9 @@ def build_query_worker(
         handler=lambda consumer, retry: QueryWorker(
             producer=producer,
             default_reply_topic=settings.topics.search_replies,
-            reply_topics=TopicGuard(settings.reply_topic_patterns(), topic_exists(producer)),
+            reply_topics=TopicGuard(
+                settings.reply_topic_patterns(), topic_exists(producer, timeout_s=2.0)
+            ),
             service=service,
             metrics=metrics,
             max_request_age_s=q.max_request_age_s,

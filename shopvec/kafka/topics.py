@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 __all__ = ["TopicGuard", "topic_exists"]
 
@@ -26,7 +26,13 @@ def topic_exists(producer: Producer, timeout_s: float = 5.0) -> Callable[[str], 
     def exists(topic: str) -> bool:
         meta = producer.list_topics(topic, timeout=timeout_s)
         found = meta.topics.get(topic)
-        return found is not None and found.error is None and bool(found.partitions)
+        if found is None:
+            return False
+        if found.error is not None:
+            if found.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                return False
+            raise KafkaException(found.error)  # not allowed to see it, a leader away ...
+        return bool(found.partitions)
 
     return exists
 

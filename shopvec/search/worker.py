@@ -25,6 +25,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,10 +60,10 @@ log = logging.getLogger(__name__)
 GONE_CHECK_S = 1.0
 """How long replies wait unacknowledged before the worker asks whether their topics still
 exist, and how often it asks."""
+GONE_BUDGET_S = 0.5
+"""How long one check may go on asking (one metadata request a topic); it resumes next time."""
 GONE_RETRY_S = 30.0
 """When the broker could not be asked, how long until the next time."""
-MAX_TOPICS_CHECKED = 32
-"""The most reply topics asked about at once (one metadata request each); the rest next time."""
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
@@ -118,15 +119,19 @@ class _Replies:
         self.waiting += 1
         self.pending[topic] += 1
 
-    def delivered(self, err: KafkaError | None, msg: Message) -> None:
-        self.waiting -= 1
-        topic = msg.topic() or ""
-        self.pending[topic] -= 1
-        if self.pending[topic] <= 0:
-            del self.pending[topic]
-        if err is not None:
-            log.warning("reply to %s not delivered: %s", topic, err)
-        self._maybe_finish()
+    def delivered(self, topic: str) -> Callable[[KafkaError | None, Message], None]:
+        """The delivery callback of a reply to topic."""
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            self.waiting -= 1
+            self.pending[topic] -= 1
+            if self.pending[topic] <= 0:
+                del self.pending[topic]
+            if err is not None:
+                log.warning("reply to %s not delivered: %s", topic, err)
+            self._maybe_finish()
+
+        return report
 
     def seal(self) -> None:
         self.sealed = True
@@ -244,36 +249,43 @@ class QueryWorker:
                 self._metrics.unacknowledged.inc(replies.waiting)
                 replies.give_up("after their requests grew too old to answer")
         if now >= self._next_gone_check:
-            self._next_gone_check = now + GONE_CHECK_S
-            self._give_up_on_deleted_topics(now)
+            self._give_up_on_deleted_topics()
 
-    def _give_up_on_deleted_topics(self, now: float) -> None:
+    def _give_up_on_deleted_topics(self) -> None:
         """A batch whose waiting replies all go to topics deleted since (a client that closed
         with searches in flight deletes its reply topic) goes on without them: they would be
         acknowledged only when the producer's timeout ran out, and every later batch, at 64 the
-        worker, would wait that long behind them. Asked about once a replies have waited
-        GONE_CHECK_S, at most once every GONE_CHECK_S."""
-        stuck = [
-            r
-            for r in self._unacknowledged
-            if not r.finished and r.pending and now - r.sealed_at >= GONE_CHECK_S
-        ]
-        if not stuck:
-            return
-        # The oldest batches' topics first, as many as are asked about at once.
-        topics = list(dict.fromkeys(t for r in stuck for t in r.pending))[:MAX_TOPICS_CHECKED]
+        worker, would wait that long behind them. The next check comes GONE_CHECK_S after this
+        one ends, or GONE_RETRY_S when the broker could not be asked."""
+        wait = GONE_CHECK_S
         try:
-            gone = self._reply_topics.gone(topics)
+            self._let_go_of_deleted(time.monotonic())
         except KafkaException as exc:
-            # The broker away: its acknowledgements are late, not lost. Asked again later.
             log.warning("could not look up reply topics: %s", exc)
-            self._next_gone_check = now + GONE_RETRY_S
-            return
-        for replies in stuck:
-            if gone.issuperset(replies.pending):
-                self._metrics.unacknowledged.inc(replies.waiting)
-                topics_gone = ", ".join(sorted(replies.pending))
-                replies.give_up(f"to reply topics deleted since ({topics_gone})")
+            wait = GONE_RETRY_S
+        self._next_gone_check = time.monotonic() + wait
+
+    def _let_go_of_deleted(self, started: float) -> None:
+        """Offsets settle in order and the runtime's in-flight count drains from the oldest
+        batch, so batches are taken oldest first, of those whose replies have waited
+        GONE_CHECK_S; it stops at the first with a reply to a topic that still exists (its
+        acknowledgement is late, not lost), or once it has asked for GONE_BUDGET_S."""
+        gone: dict[str, bool] = {}
+        for replies in self._unacknowledged:
+            if replies.finished:
+                continue
+            if started - replies.sealed_at < GONE_CHECK_S:
+                return  # and every later batch is younger
+            for topic in replies.pending:
+                if topic not in gone:
+                    if time.monotonic() - started >= GONE_BUDGET_S:
+                        return
+                    gone[topic] = bool(self._reply_topics.gone([topic]))
+                if not gone[topic]:
+                    return
+            self._metrics.unacknowledged.inc(replies.waiting)
+            topics = ", ".join(sorted(replies.pending))
+            replies.give_up(f"to reply topics deleted since ({topics})")
 
     def close(self) -> None:
         self._producer.flush(10)
@@ -326,7 +338,7 @@ class QueryWorker:
                     (HEADER_CONTENT_TYPE, b"application/json"),
                     (HEADER_SCHEMA_VERSION, str(reply.schema_version).encode()),
                 ],
-                on_delivery=replies.delivered,
+                on_delivery=replies.delivered(topic),
             )
         except (BufferError, KafkaException) as exc:
             # The asker's timeout and retry cover it; the worker and the batch go on.

@@ -540,6 +540,35 @@ def test_a_batch_goes_on_once_its_waiting_replies_topics_are_found_deleted(
     assert [d.error_kind for d in _dead_letters(producer)] == ["forbidden_reply_topic"]
 
 
+def test_a_batch_with_a_reply_to_a_live_topic_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a batch whose waiting replies all go to deleted topics goes on; one whose replies
+    have not yet waited GONE_CHECK_S is not asked about."""
+    monkeypatch.setattr(worker_module, "GONE_CHECK_S", 0.2)
+    topics = set(EXISTING)
+    asked: list[str] = []
+
+    def exists(topic: str) -> bool:
+        asked.append(topic)
+        return topic in topics
+
+    runtime, consumer, producer = _query(exists=exists)
+    runtime.process([_request(0), _request(1, reply_topic="replies")])
+    topics.discard("replies.mine")
+    looked_up = len(asked)  # the guard's, as the replies were produced
+    runtime.turn()
+    assert len(asked) == looked_up  # too young to ask about
+    time.sleep(0.25)
+    runtime.turn()
+    assert consumer.stored == []  # "replies" still exists: the batch waits for it
+    assert len(asked) > looked_up
+    producer.acknowledge(1, first=1)  # the reply to "replies"
+    time.sleep(0.25)
+    runtime.turn()
+    assert consumer.stored == [0, 1]
+
+
 def test_a_broker_that_cannot_be_asked_gives_up_on_no_reply(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
