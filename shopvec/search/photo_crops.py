@@ -21,9 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from schemas.product import ProductImage
 from shopvec.encoders.base import Encoder
-from shopvec.indexing.pipeline import ImageSource
 from shopvec.search.plan import Plan
 from shopvec.store.base import Hit, ProductStore
 
@@ -67,37 +65,21 @@ def merge_best(lists: Sequence[Sequence[Hit]], limit: int) -> list[Hit]:
 class PhotoCrops:
     scales: tuple[tuple[float, int], ...] = ((0.5, 3), (0.7, 2))
 
-    def refine(
-        self,
-        plans: Sequence[Plan],
-        encoder: Encoder,
-        images: ImageSource,
-        store: ProductStore,
-    ) -> None:
+    def refine(self, plans: Sequence[Plan], encoder: Encoder, store: ProductStore) -> None:
         """For each photo query whose first leg has searched the visual field, searches the
-        crops of its photo too and merges them into that leg's hits."""
-        todo = [
-            p
-            for p in plans
-            if p.scenario == "image2image"
-            and p.error is None
-            and p.legs
-            and p.legs[0].field == "visual_vec"
-            and p.legs[0].hits is not None
-            and p.request.has_image
-        ]
-        if not todo:
-            return
-        sources = [
-            ProductImage(url=p.request.image_url)
-            if p.request.image_url
-            else ProductImage(data_base64=p.request.image_base64)
-            for p in todo
-        ]
+        crops of its photo (as the service loaded it) too and merges them into that leg's
+        hits."""
         crops: list[tuple[Plan, list[torch.Tensor]]] = []
-        for plan, got in zip(todo, images.load_many(sources), strict=True):
-            if isinstance(got, torch.Tensor):
-                made = crop_grid(got, self.scales)
+        for plan in plans:
+            if (
+                plan.scenario == "image2image"
+                and plan.error is None
+                and plan.legs
+                and plan.legs[0].field == "visual_vec"
+                and plan.legs[0].hits is not None
+                and isinstance(plan.photo, torch.Tensor)
+            ):
+                made = crop_grid(plan.photo, self.scales)
                 if made:
                     crops.append((plan, made))
         if not crops:

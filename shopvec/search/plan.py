@@ -97,6 +97,9 @@ class Plan:
     translated: str = ""
     """Those senses, where there are any."""
     text: np.ndarray | None = None
+    photo: Any = None
+    """The query's photo as loaded (a tensor), for its crops (shopvec.search.photo_crops):
+    loaded once, not fetched or decoded again."""
     photo_joint: np.ndarray | None = None
     photo_visual: np.ndarray | None = None
     photo_confidence: float | None = None

@@ -137,7 +137,7 @@ class SearchService:
             if p.legs and p.legs[0].hits:
                 p.nearest = p.legs[0].hits[0].score
         if self._photo_crops is not None:
-            self._photo_crops.refine(searching, self._encoder, self._images, self._store)
+            self._photo_crops.refine(searching, self._encoder, self._store)
         if self._neighbour_words is not None:
             self._neighbour_words.refine(searching, self._store)
         now = time.perf_counter()
@@ -243,7 +243,8 @@ class SearchService:
                 ok.append((p, got))
         if ok:
             vecs = self._encoder.encode_images([t for _, t in ok])
-            for i, (p, _) in enumerate(ok):
+            for i, (p, photo) in enumerate(ok):
+                p.photo = photo
                 p.photo_joint = vecs.joint[i]
                 p.photo_visual = vecs.visual[i]
                 if vecs.confidence is not None:

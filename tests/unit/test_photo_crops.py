@@ -91,6 +91,25 @@ def test_a_small_product_on_a_busy_background_is_found_by_its_crop() -> None:
     assert np.isclose(scores[0], 1.0, atol=1e-5)  # one crop is all red
 
 
+class CountingImages(Images):
+    def __init__(self) -> None:
+        self.loaded = 0
+
+    def load_many(self, images):  # type: ignore[no-untyped-def]
+        self.loaded += len(images)
+        return super().load_many(images)
+
+
+def test_the_query_photo_is_loaded_once_for_the_whole_and_its_crops() -> None:
+    # A photo by URL was fetched twice (and could differ the second time), an inline one
+    # decoded twice.
+    enc, store, fusion, request = _scene()
+    images = CountingImages()
+    reply = SearchService(enc, store, fusion, images, photo_crops=PhotoCrops()).search(request)
+    assert reply.results[0].product_id == "red"
+    assert images.loaded == 1
+
+
 def test_the_neighbours_words_judge_the_whole_photo_not_its_crops() -> None:
     enc, store, fusion, request = _scene()
     nearest = SearchService(enc, store, fusion, Images()).search(request).results[0].score
