@@ -134,9 +134,10 @@ class SearchRequest(Contract):
 
 
 _FINITE = ConfigDict(**Contract.model_config, allow_inf_nan=False)
-"""A reply's numbers are finite: NaN or an infinity has no JSON of its own (it is written as
-null, or as a bare NaN no strict reader takes), and a reply that carries one fails the contract
-where it is made, or where it is read, rather than in an answer to a caller."""
+"""A reply's scores, prices and timing are finite: NaN or an infinity has no JSON of its own (it
+is written as null, or as a bare NaN no strict reader takes), and a reply that carries one fails
+the contract where it is made, or where it is read, rather than in an answer to a caller. (An
+explanation is free-form; its non-finite numbers go out as null.)"""
 
 
 class SearchResult(Contract):

@@ -1,8 +1,9 @@
 """Errors as JSON with the kinds a search reply's error has (invalid_request, unsupported,
 internal, timeout).
 
-Bad input is a 4xx with the reason; a failure of Kafka or Milvus a 503 or 504; nothing a
-client sends is answered with a bare 500.
+Bad input is a 4xx with the reason; Kafka or Milvus away from this service a 503, no reply in
+time a 504, a search the query workers failed (or a reply that fails the contract) a 502;
+nothing a client sends is answered with a bare 500.
 """
 
 from __future__ import annotations

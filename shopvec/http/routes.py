@@ -32,7 +32,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "the body is larger than SHOPVEC_HTTP__MAX_BODY_BYTES, or the search too large "
         "for the broker",
         422: "the body does not match the contract",
-        502: "the query workers answered with a reply that does not match the contract",
+        502: "the query workers failed the search (their store or encoder), or answered with a "
+        "reply that does not match the contract",
         503: "Kafka or Milvus did not answer, or too much is in progress; try again",
         504: "no reply within SHOPVEC_HTTP__TIMEOUT_S",
     }.items()

@@ -171,6 +171,8 @@ class QueryWorker:
         self._unacknowledged: deque[_Replies] = deque()
         """Sealed batches with replies still unacknowledged, oldest first."""
         self._next_gone_check = 0.0
+        self._deleted: set[str] = set()
+        """Reply topics found deleted, while replies to them wait."""
 
     # -- the runtime's handler ----------------------------------------------------------------
 
@@ -269,20 +271,24 @@ class QueryWorker:
         """Offsets settle in order and the runtime's in-flight count drains from the oldest
         batch, so batches are taken oldest first, of those whose replies have waited
         GONE_CHECK_S; it stops at the first with a reply to a topic that still exists (its
-        acknowledgement is late, not lost), or once it has asked for GONE_BUDGET_S."""
-        gone: dict[str, bool] = {}
+        acknowledgement is late, not lost), or once it has asked for GONE_BUDGET_S. The topics
+        found deleted are kept while replies to them wait, so the next check goes on from
+        there."""
+        waiting = {t for r in self._unacknowledged if not r.finished for t in r.pending}
+        self._deleted &= waiting
         for replies in self._unacknowledged:
             if replies.finished:
                 continue
             if started - replies.sealed_at < GONE_CHECK_S:
                 return  # and every later batch is younger
             for topic in replies.pending:
-                if topic not in gone:
-                    if time.monotonic() - started >= GONE_BUDGET_S:
-                        return
-                    gone[topic] = bool(self._reply_topics.gone([topic]))
-                if not gone[topic]:
+                if topic in self._deleted:
+                    continue
+                if time.monotonic() - started >= GONE_BUDGET_S:
                     return
+                if not self._reply_topics.gone([topic]):
+                    return
+                self._deleted.add(topic)
             self._metrics.unacknowledged.inc(replies.waiting)
             topics = ", ".join(sorted(replies.pending))
             replies.give_up(f"to reply topics deleted since ({topics})")

@@ -569,6 +569,30 @@ def test_a_batch_with_a_reply_to_a_live_topic_waits_for_it(
     assert consumer.stored == [0, 1]
 
 
+def test_a_check_cut_short_goes_on_from_what_it_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each check asks for GONE_BUDGET_S at most; the topics it found deleted are kept, so a
+    batch with more of them than one check can ask about is let go all the same."""
+    monkeypatch.setattr(worker_module, "GONE_CHECK_S", 0.02)
+    monkeypatch.setattr(worker_module, "GONE_BUDGET_S", 0.01)
+    topics = set(EXISTING) | {"replies.a", "replies.b", "replies.c"}
+    asked: list[str] = []
+
+    def slow(topic: str) -> bool:
+        asked.append(topic)
+        time.sleep(0.015)  # past the budget: one lookup a check
+        return topic in topics
+
+    runtime, consumer, _ = _query(exists=slow)
+    runtime.process([_request(i, reply_topic=f"replies.{c}") for i, c in enumerate("abc")])
+    topics -= {"replies.a", "replies.b", "replies.c"}
+    looked_up = len(asked)
+    for _ in range(3):
+        time.sleep(0.03)
+        runtime.turn()
+    assert consumer.stored == [0, 1, 2]
+    assert sorted(asked[looked_up:]) == ["replies.a", "replies.b", "replies.c"]
+
+
 def test_a_broker_that_cannot_be_asked_gives_up_on_no_reply(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
