@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.wire import (
@@ -40,7 +40,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class TopicSettings(BaseModel):
+class _Section(BaseModel):
+    """A section of the settings. No number in them may be NaN or infinite: an infinite weight
+    or limit passes a lower bound and then turns scores into NaN or waits into forever."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class TopicSettings(_Section):
     products: str = TOPIC_PRODUCTS
     user_events: str = TOPIC_USER_EVENTS
     search_requests: str = TOPIC_SEARCH_REQUESTS
@@ -74,7 +81,7 @@ and from about 20,000 the request/reply path's short fetches return nothing
 request/reply path's topics are replaced before a partition holds more than this."""
 
 
-class KafkaSettings(BaseModel):
+class KafkaSettings(_Section):
     bootstrap_servers: str | None = Field(
         default=None, description="host:port[,host:port]; unset means the embedded broker"
     )
@@ -126,7 +133,7 @@ class KafkaSettings(BaseModel):
     )
 
 
-class MilvusSettings(BaseModel):
+class MilvusSettings(_Section):
     uri: str | None = Field(
         default=None, description="http(s)://host:port of Milvus; unset means the embedded one"
     )
@@ -141,7 +148,7 @@ class MilvusSettings(BaseModel):
     search_ef: int = 128
 
 
-class EncoderSettings(BaseModel):
+class EncoderSettings(_Section):
     backend: Literal["offline", "clip"] = Field(
         default="offline",
         description="offline: EfficientNet-Lite0 + multilingual USE, weights from installed "
@@ -172,7 +179,7 @@ class EncoderSettings(BaseModel):
     )
 
 
-class ImageFetchSettings(BaseModel):
+class ImageFetchSettings(_Section):
     allow_hosts: list[str] = Field(
         default_factory=list, description="if set, only these hosts (or *.suffix) may be fetched"
     )
@@ -192,7 +199,7 @@ class ImageFetchSettings(BaseModel):
     max_redirects: int = Field(default=3, ge=0)
 
 
-class IndexerSettings(BaseModel):
+class IndexerSettings(_Section):
     group_id: str = "shopvec-indexer"
     batch_size: int = Field(
         default=32,
@@ -245,7 +252,7 @@ def _default_retrieval() -> dict[HybridScenario, RetrievalMode]:
     return {"text2image": "rrf", "text2product": "weighted", "cross": "weighted"}
 
 
-class QuerySettings(BaseModel):
+class QuerySettings(_Section):
     group_id: str = "shopvec-query"
     batch_size: int = Field(default=16, ge=1)
     batch_wait_ms: int = Field(default=2, ge=0)
@@ -324,7 +331,7 @@ class QuerySettings(BaseModel):
     )
 
 
-class BehaviourSettings(BaseModel):
+class BehaviourSettings(_Section):
     """User behaviour: taste vectors, co-occurrence, popularity and personalised ranking."""
 
     group_id: str = "shopvec-behaviour"
@@ -395,7 +402,7 @@ class BehaviourSettings(BaseModel):
     )
 
 
-class OpsSettings(BaseModel):
+class OpsSettings(_Section):
     """The worker's HTTP side: /healthz (alive), /readyz (connected and consuming), /metrics."""
 
     host: str = "0.0.0.0"
@@ -408,7 +415,7 @@ class OpsSettings(BaseModel):
     )
 
 
-class HttpSettings(BaseModel):
+class HttpSettings(_Section):
     """The HTTP API and search page (`shopvec serve`): searches forwarded to the query workers
     over Kafka, products read from Milvus."""
 
@@ -430,7 +437,7 @@ class HttpSettings(BaseModel):
     )
 
 
-class StackSettings(BaseModel):
+class StackSettings(_Section):
     home: Path = Field(default=Path(".shopvec"), description="pids, logs and Milvus data")
     kafka_port: int = 19092
     milvus_port: int = 19531
@@ -444,7 +451,11 @@ class StackSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SHOPVEC_", env_nested_delimiter="__", env_file=None, extra="ignore"
+        env_prefix="SHOPVEC_",
+        env_nested_delimiter="__",
+        env_file=None,
+        extra="ignore",
+        allow_inf_nan=False,
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

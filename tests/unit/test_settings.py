@@ -92,3 +92,20 @@ def test_request_and_reply_topics_are_replaced_by_default_only_on_the_embedded_b
     assert limit(bootstrap_servers="kafka:9092") == 0
     assert limit(bootstrap_servers="kafka:9092", **{field: 100}) == 100
     assert limit(**{field: 0}) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SHOPVEC_BEHAVIOUR__WEIGHT_TASTE", "inf"),
+        ("SHOPVEC_QUERY__MAX_REQUEST_AGE_S", "Infinity"),
+        ("SHOPVEC_HTTP__TIMEOUT_S", "nan"),
+    ],
+)
+def test_no_setting_is_infinite_or_not_a_number(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    # An infinite weight passes its lower bound and turns every personalised score into NaN.
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match="finite|greater"):
+        Settings()
