@@ -5,11 +5,12 @@ requests themselves, as a query worker would."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -26,17 +27,10 @@ from shopvec.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def answered(settings: Settings) -> Iterator[tuple[Settings, list[str]]]:
-    """Settings whose clients replace their reply topic every 5 replies, and the reply topic
-    of every request answered so far."""
-    s = settings.model_copy(
-        update={
-            "kafka": settings.kafka.model_copy(update={"reply_topic_records": 5}),
-            "query": settings.query.model_copy(update={"max_request_age_s": 1.0}),
-        }
-    )
-    seen: list[str] = []
+@contextlib.contextmanager
+def responding(s: Settings, answer: Callable[[SearchRequest], bytes]) -> Iterator[None]:
+    """In the query workers' place: answers each search request with answer(request), on the
+    request's reply topic under its correlation id."""
     stop, assigned = threading.Event(), threading.Event()
     consumer = Consumer(consumer_config(s, f"responder-{uuid.uuid4().hex}"))
     consumer.subscribe([s.topics.search_requests])
@@ -51,20 +45,43 @@ def answered(settings: Settings) -> Iterator[tuple[Settings, list[str]]]:
                 continue
             request = SearchRequest.from_bytes(msg.value() or b"")
             assert request.reply_topic is not None
-            seen.append(request.reply_topic)
-            reply = SearchReply(request_id=request.request_id, results=[], took_ms=0.0)
-            producer.produce(request.reply_topic, reply.to_bytes())
+            producer.produce(
+                request.reply_topic,
+                answer(request),
+                key=request.request_id.encode(),
+                headers=[(HEADER_CORRELATION_ID, request.request_id.encode())],
+            )
             producer.flush(5)
 
     thread = threading.Thread(target=respond, daemon=True)
     thread.start()
     try:
         assert assigned.wait(30), "the responder was given no partitions"
-        yield s, seen
+        yield
     finally:
         stop.set()
         thread.join(10)
         consumer.close()
+
+
+@pytest.fixture
+def answered(settings: Settings) -> Iterator[tuple[Settings, list[str]]]:
+    """Settings whose clients replace their reply topic every 5 replies, and the reply topic
+    of every request answered so far."""
+    s = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"reply_topic_records": 5}),
+            "query": settings.query.model_copy(update={"max_request_age_s": 1.0}),
+        }
+    )
+    seen: list[str] = []
+
+    def answer(request: SearchRequest) -> bytes:
+        seen.append(request.reply_topic or "")
+        return SearchReply(request_id=request.request_id, results=[], took_ms=0.0).to_bytes()
+
+    with responding(s, answer):
+        yield s, seen
 
 
 def _topics(s: Settings) -> set[str]:
@@ -103,41 +120,15 @@ def test_searches_in_flight_across_a_change_get_their_replies(answered) -> None:
 
 @pytest.fixture
 def broken_replies(settings: Settings) -> Iterator[Settings]:
-    """A responder in the query workers' place whose replies carry NaN for a score: a broken
-    worker's, which no strict reader takes."""
-    stop, assigned = threading.Event(), threading.Event()
-    consumer = Consumer(consumer_config(settings, f"broken-{uuid.uuid4().hex}"))
-    consumer.subscribe([settings.topics.search_requests])
-    producer = Producer(producer_config(settings, **{"linger.ms": 0}))
+    """A responder whose replies carry NaN for a score: a broken worker's, which no strict
+    reader takes."""
 
-    def respond() -> None:
-        while not stop.is_set():
-            msg = consumer.poll(0.1)
-            if consumer.assignment():
-                assigned.set()
-            if msg is None or msg.error() is not None:
-                continue
-            request = SearchRequest.from_bytes(msg.value() or b"")
-            assert request.reply_topic is not None
-            body = {"request_id": request.request_id, "results": [{"product_id": "a", "rank": 1}]}
-            raw = json.dumps(body).replace('"rank"', '"score": NaN, "rank"').encode()
-            producer.produce(
-                request.reply_topic,
-                raw,
-                key=request.request_id.encode(),
-                headers=[(HEADER_CORRELATION_ID, request.request_id.encode())],
-            )
-            producer.flush(5)
+    def answer(request: SearchRequest) -> bytes:
+        body = {"request_id": request.request_id, "results": [{"product_id": "a", "rank": 1}]}
+        return json.dumps(body).replace('"rank"', '"score": NaN, "rank"').encode()
 
-    thread = threading.Thread(target=respond, daemon=True)
-    thread.start()
-    try:
-        assert assigned.wait(30), "the responder was given no partitions"
+    with responding(settings, answer):
         yield settings
-    finally:
-        stop.set()
-        thread.join(10)
-        consumer.close()
 
 
 def test_a_reply_that_fails_the_contract_fails_its_search_at_once(broken_replies) -> None:

@@ -107,5 +107,5 @@ def test_no_setting_is_infinite_or_not_a_number(
 ) -> None:
     # An infinite weight passes its lower bound and turns every personalised score into NaN.
     monkeypatch.setenv(name, value)
-    with pytest.raises(ValueError, match="finite|greater"):
+    with pytest.raises(ValueError, match=r"finite|greater"):
         Settings()
