@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 _LEGAL = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
+UNANSWERED_S = 5.0
+"""After a lookup the broker did not answer, how long topics are not asked about."""
+
 
 def topic_exists(producer: Producer, timeout_s: float = 5.0) -> Callable[[str], bool]:
     """Asks the broker about one topic; raises KafkaException when it cannot tell (the broker
@@ -55,6 +58,7 @@ class TopicGuard:
         self._exists = exists
         self._ttl = known_ttl_s
         self._known: dict[str, float] = {}
+        self._unanswered_until = 0.0
 
     @property
     def patterns(self) -> list[str]:
@@ -70,15 +74,16 @@ class TopicGuard:
                 f"{', '.join(self._patterns)}"
             )
         now = time.monotonic()
-        if self._known.get(topic, 0.0) > now:
+        if self._known.get(topic, 0.0) > now or now < self._unanswered_until:
             return None
         try:
             found = self._exists(topic)
         except KafkaException as exc:
             # A broker slow or away is no fault of the request's: the reply goes (producers
-            # create no topic, so to a topic that is missing it fails), and the topic is asked
-            # about again next time.
+            # create no topic, so to a topic that is missing it fails). Not asked again for a
+            # while, so that a batch does not wait out one lookup a reply.
             log.warning("could not look up topic %s: %s; replying all the same", topic, exc)
+            self._unanswered_until = time.monotonic() + UNANSWERED_S
             return None
         if not found:
             return f"reply topic {topic!r} does not exist; the client creates its reply topic"

@@ -619,16 +619,20 @@ def test_a_broker_that_cannot_be_asked_gives_up_on_no_reply(
 def test_a_reply_topic_that_cannot_be_looked_up_is_answered_all_the_same() -> None:
     # The broker slow or away is no fault of the request's: not dead-lettered. Producers create
     # no topic, so a reply to one that is missing fails rather than making it.
+    asked: list[str] = []
+
     def away(topic: str) -> bool:
+        asked.append(topic)
         raise KafkaException(KafkaError(KafkaError._TRANSPORT))
 
     runtime, consumer, producer = _query(exists=away)
-    runtime.process([_request(0)])
+    runtime.process([_request(0), _request(1)])
     producer.flush()
     runtime.turn()
     assert _dead_letters(producer) == []
-    assert [SearchReply.from_bytes(v).request_id for v in producer.on("replies.mine")] == ["r0"]
-    assert consumer.stored == [0]
+    replied = [SearchReply.from_bytes(v).request_id for v in producer.on("replies.mine")]
+    assert replied == ["r0", "r1"] and consumer.stored == [0, 1]
+    assert len(asked) == 1  # not once a reply while the broker does not answer
 
 
 def test_a_failed_reply_does_not_hold_the_offsets_back() -> None:
