@@ -172,20 +172,13 @@ class SearchClient:
                 reply = SearchReply.from_bytes(msg.value() or b"")
             except ValueError as exc:
                 log.warning("unreadable reply on %s@%s", msg.partition(), msg.offset())
-                self._answer(
-                    header(msg, HEADER_CORRELATION_ID), exc=SearchReplyInvalid(_reason(exc))
-                )
+                self._answer(header(msg, HEADER_CORRELATION_ID), SearchReplyInvalid(_reason(exc)))
                 continue
-            self._answer(reply.request_id, reply=reply)
+            self._answer(reply.request_id, reply)
 
-    def _answer(
-        self,
-        request_id: str | None,
-        *,
-        reply: SearchReply | None = None,
-        exc: BaseException | None = None,
-    ) -> None:
-        """Resolves the future waiting under request_id, if any, with the reply or the error."""
+    def _answer(self, request_id: str | None, outcome: SearchReply | BaseException) -> None:
+        """Resolves the future waiting under request_id, if any: its reply, or why none will
+        come."""
         if request_id is None:
             return
         with self._lock:
@@ -194,10 +187,10 @@ class SearchClient:
             return
         # An asyncio caller that timed out may have cancelled it meanwhile.
         with contextlib.suppress(InvalidStateError):
-            if reply is not None:
-                future.set_result(reply)
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
             else:
-                future.set_exception(exc or SearchReplyInvalid("no reply"))
+                future.set_result(outcome)
 
     def _rotate(self) -> None:
         """From now on requests name a new reply topic; the current one retires."""
@@ -303,11 +296,7 @@ class SearchClient:
         if err is None:
             return
         request_id = (msg.key() or b"").decode(errors="replace")
-        with self._lock:
-            future = self._pending.pop(request_id, None)
-        if future is not None:
-            with contextlib.suppress(InvalidStateError):
-                future.set_exception(_not_sent(err, "the broker did not take the search"))
+        self._answer(request_id, _not_sent(err, "the broker did not take the search"))
 
     def request(
         self, request: SearchRequest, timeout_s: float | None = None, retries: int | None = None

@@ -8,7 +8,7 @@ import fnmatch
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -92,11 +92,11 @@ class TopicGuard:
         self._known[topic] = now + self._ttl
         return None
 
-    def gone(self, topics: Iterable[str]) -> set[str]:
-        """Which of topics the broker says it no longer has, each asked about afresh; those
-        are forgotten, so a reply that names one again is refused at once. Raises
-        KafkaException when the broker cannot be asked."""
-        missing = {t for t in topics if not self._exists(t)}
-        for topic in missing:
-            self._known.pop(topic, None)
-        return missing
+    def gone(self, topic: str) -> bool:
+        """Whether the broker says it no longer has topic, asked afresh; a topic gone is
+        forgotten, so a reply that names it again is refused at once. Raises KafkaException
+        when the broker cannot be asked."""
+        if self._exists(topic):
+            return False
+        self._known.pop(topic, None)
+        return True

@@ -286,7 +286,7 @@ class QueryWorker:
                     continue
                 if time.monotonic() - started >= GONE_BUDGET_S:
                     return
-                if not self._reply_topics.gone([topic]):
+                if not self._reply_topics.gone(topic):
                     return
                 self._deleted.add(topic)
             self._metrics.unacknowledged.inc(replies.waiting)
